@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Starts zfs-fuse for tests and the demo, and stops it again, but only when
+# this script started it: a daemon someone else runs is left alone.
+#   hack/zfs-fuse.sh start   install if missing, start if not answering
+#   hack/zfs-fuse.sh stop    stop the daemon this script started (by PID)
+set -euo pipefail
+state=/run/dotmesh-csi-zfs-fuse
+pidfile=$state/zfs-fuse.pid
+
+answering() { zpool list >/dev/null 2>&1; }
+
+case "${1:-}" in
+start)
+	if ! command -v zfs-fuse >/dev/null 2>&1; then
+		echo "zfs-fuse: installing (apt-get install -y zfs-fuse)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y zfs-fuse >/dev/null
+	fi
+	if answering; then
+		echo "zfs-fuse: already answering; leaving it as it is"
+		exit 0
+	fi
+	mkdir -p "$state"
+	# A pidfile left by a dead daemon makes zfs-fuse exit silently.
+	if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then rm -f "$pidfile"; fi
+	zfs-fuse --no-kstat-mount --pidfile "$pidfile"
+	for _ in $(seq 1 100); do
+		answering && { echo "zfs-fuse: started (pid $(cat "$pidfile"))"; exit 0; }
+		sleep 0.1
+	done
+	echo "zfs-fuse: started but never answered 'zpool list' (it logs only to syslog)" >&2
+	exit 1
+	;;
+stop)
+	[ -f "$pidfile" ] || { echo "zfs-fuse: not started by this script; leaving it"; exit 0; }
+	pid=$(cat "$pidfile")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill "$pid"
+		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	fi
+	rm -f "$pidfile"
+	echo "zfs-fuse: stopped (pid $pid)"
+	;;
+*)
+	echo "usage: $0 start|stop" >&2
+	exit 2
+	;;
+esac

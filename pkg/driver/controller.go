@@ -1,0 +1,472 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"strconv"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
+)
+
+var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+	csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+}
+
+func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	var caps []*csi.ControllerServiceCapability
+	for _, c := range controllerCaps {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: c}}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	name := req.GetName()
+	if err := validateName("volume", name); err != nil {
+		return nil, err
+	}
+	props, mode, err := volumeParams(req.GetParameters())
+	if err != nil {
+		return nil, err
+	}
+	info, err := d.store.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities(), info.Zvols); err != nil {
+		return nil, err
+	}
+	src, err := contentSource(req.GetVolumeContentSource())
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkTopology(req.GetAccessibilityRequirements(), info.Node); err != nil {
+		return nil, err
+	}
+	rel, err := d.lockOrAbort("volume-name/" + name)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	resp, err := d.createVolume(ctx, req, info, props, mode, src)
+	return resp, toStatus(err)
+}
+
+// source is a validated volume content source.
+type source struct{ snapshot, volume string }
+
+func contentSource(cs *csi.VolumeContentSource) (source, error) {
+	switch {
+	case cs == nil:
+		return source{}, nil
+	case cs.GetSnapshot() != nil:
+		id := cs.GetSnapshot().GetSnapshotId()
+		if err := checkID("source snapshot", id); err != nil {
+			return source{}, err
+		}
+		return source{snapshot: id}, nil
+	case cs.GetVolume() != nil:
+		id := cs.GetVolume().GetVolumeId()
+		if err := checkID("source volume", id); err != nil {
+			return source{}, err
+		}
+		return source{volume: id}, nil
+	}
+	return source{}, invalidf("volume content source has neither a snapshot nor a volume")
+}
+
+func (s source) String() string {
+	switch {
+	case s.snapshot != "":
+		return "snapshot:" + s.snapshot
+	case s.volume != "":
+		return "volume:" + s.volume
+	}
+	return ""
+}
+
+func (d *Driver) checkTopology(tr *csi.TopologyRequirement, node string) error {
+	if len(tr.GetRequisite()) == 0 {
+		return nil
+	}
+	for _, t := range tr.GetRequisite() {
+		if n, ok := t.GetSegments()[TopologyKey]; !ok || n == node {
+			return nil
+		}
+	}
+	return statusf(codes.ResourceExhausted, "no pool in the requisite topology: this driver serves node %q", node)
+}
+
+func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest, info zfsd.PoolInfo, props map[string]string, mode zfsd.CloneMode, src source) (*csi.CreateVolumeResponse, error) {
+	name := req.GetName()
+	if existing, err := d.store.GetDotByName(ctx, name); err == nil {
+		if !fits(existing.Capacity, req.GetCapacityRange()) || existing.Source != src.String() ||
+			!maps.Equal(existing.Params, nonNil(req.GetParameters())) {
+			return nil, statusf(codes.AlreadyExists, "volume %q exists as %s with other arguments (capacity %d, source %q)", name, existing.ID, existing.Capacity, existing.Source)
+		}
+		return d.volumeResponse(existing, info, req.GetVolumeContentSource()), nil
+	} else if !errors.Is(err, zfsd.ErrNotFound) {
+		return nil, err
+	}
+
+	def, floor := d.cfg.DefaultCapacity, int64(0)
+	switch {
+	case src.snapshot != "":
+		c, err := d.lookupCommit(ctx, src.snapshot)
+		if err != nil {
+			return nil, err
+		}
+		def, floor = c.Size, c.Used
+	case src.volume != "":
+		v, err := d.lookupDot(ctx, src.volume)
+		if err != nil {
+			return nil, err
+		}
+		def, floor = v.Capacity, v.Used
+	}
+	size, err := capacity(req.GetCapacityRange(), def)
+	if err != nil {
+		return nil, err
+	}
+	if size < floor {
+		return nil, statusf(codes.OutOfRange, "volume %q: %d bytes cannot hold the source's %d bytes of data", name, size, floor)
+	}
+	if err := checkSpace(size, 0, info); err != nil {
+		return nil, err
+	}
+	spec := zfsd.DotSpec{ID: uuid.NewString(), Name: name, Capacity: size, Params: nonNil(req.GetParameters()),
+		FromCommit: src.snapshot, FromDot: src.volume, CloneMode: mode, Props: props}
+	dot, err := d.store.CreateDot(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return d.volumeResponse(dot, info, req.GetVolumeContentSource()), nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// checkSpace refuses a size the pool can never hold (OutOfRange) or cannot
+// hold now (ResourceExhausted). grow is what an existing dot already has.
+func checkSpace(size, have int64, info zfsd.PoolInfo) error {
+	if size > info.Size {
+		return statusf(codes.OutOfRange, "%d bytes is more than pool %s can ever hold (%d bytes)", size, info.Name, info.Size)
+	}
+	if size-have > info.Available {
+		return statusf(codes.ResourceExhausted, "pool %s has %d bytes free; %d more are needed", info.Name, info.Available, size-have)
+	}
+	return nil
+}
+
+func (d *Driver) lookupDot(ctx context.Context, id string) (zfsd.Dot, error) {
+	if !isDotID(id) {
+		return zfsd.Dot{}, notFoundf("volume %q does not exist (not a dot ID)", id)
+	}
+	return d.store.GetDot(ctx, id)
+}
+
+func (d *Driver) lookupCommit(ctx context.Context, id string) (zfsd.Commit, error) {
+	if !isCommitID(id) {
+		return zfsd.Commit{}, notFoundf("snapshot %q does not exist (not a commit ID)", id)
+	}
+	return d.store.GetCommit(ctx, id)
+}
+
+func (d *Driver) volumeResponse(dot zfsd.Dot, info zfsd.PoolInfo, cs *csi.VolumeContentSource) *csi.CreateVolumeResponse {
+	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
+		VolumeId:           dot.ID,
+		CapacityBytes:      dot.Capacity,
+		ContentSource:      cs,
+		VolumeContext:      map[string]string{"pool": info.Name},
+		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{TopologyKey: info.Node}}},
+	}}
+}
+
+func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	if !isDotID(id) {
+		// Never ours, so already gone.
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	rel, err := d.lockOrAbort("volume/" + id)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	if err := d.store.DeleteDot(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalidf("volume capabilities are required")
+	}
+	if _, err := d.lookupDot(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	info, err := d.store.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities(), info.Zvols); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	if _, _, err := volumeParams(req.GetParameters()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters:         req.GetParameters(),
+	}}, nil
+}
+
+// page slices a sorted list by a numeric starting token. A token the
+// driver never issued is Aborted, as the CSI spec asks.
+func page(n int, token string, max int32) (start, end int, next string, err error) {
+	if token != "" {
+		i, perr := strconv.Atoi(token)
+		if perr != nil || i < 0 || i > n {
+			return 0, 0, "", abortedf("starting token %q is not valid", token)
+		}
+		start = i
+	}
+	if max < 0 {
+		return 0, 0, "", invalidf("max_entries %d is negative", max)
+	}
+	end = n
+	if max > 0 && start+int(max) < n {
+		end = start + int(max)
+		next = strconv.Itoa(end)
+	}
+	return start, end, next, nil
+}
+
+func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+	dots, err := d.store.ListDots(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	info, err := d.store.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	start, end, next, err := page(len(dots), req.GetStartingToken(), req.GetMaxEntries())
+	if err != nil {
+		return nil, err
+	}
+	resp := &csi.ListVolumesResponse{NextToken: next}
+	for _, dot := range dots[start:end] {
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.volumeResponse(dot, info, nil).Volume})
+	}
+	return resp, nil
+}
+
+func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	if _, _, err := volumeParams(req.GetParameters()); err != nil {
+		return nil, err
+	}
+	info, err := d.store.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(req.GetVolumeCapabilities()) > 0 {
+		if err := checkCapabilities(req.GetVolumeCapabilities(), info.Zvols); err != nil {
+			return &csi.GetCapacityResponse{}, nil
+		}
+	}
+	if seg := req.GetAccessibleTopology().GetSegments(); seg != nil {
+		if n, ok := seg[TopologyKey]; ok && n != info.Node {
+			return &csi.GetCapacityResponse{}, nil
+		}
+	}
+	// KEP-1472: the largest single volume that fits, which for one pool is
+	// its free space.
+	return &csi.GetCapacityResponse{
+		AvailableCapacity: info.Available,
+		MaximumVolumeSize: wrapInt64(info.Available),
+		MinimumVolumeSize: wrapInt64(minCapacity),
+	}, nil
+}
+
+func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, invalidf("capacity range is required")
+	}
+	if cap := req.GetVolumeCapability(); cap != nil {
+		if err := checkCapability(cap, true); err != nil {
+			return nil, err
+		}
+	}
+	rel, err := d.lockOrAbort("volume/" + id)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	size, err := capacity(req.GetCapacityRange(), dot.Capacity)
+	if err != nil {
+		return nil, err
+	}
+	if size > dot.Capacity {
+		info, err := d.store.Info(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if err := checkSpace(size, dot.Capacity, info); err != nil {
+			return nil, err
+		}
+		if dot, err = d.store.ResizeDot(ctx, id, size); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	// refquota applies online: the node has nothing to do.
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: dot.Capacity, NodeExpansionRequired: false}, nil
+}
+
+func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
+	name := req.GetName()
+	if err := validateName("snapshot", name); err != nil {
+		return nil, err
+	}
+	src := req.GetSourceVolumeId()
+	if err := checkID("source volume", src); err != nil {
+		return nil, err
+	}
+	if err := snapshotParams(req.GetParameters()); err != nil {
+		return nil, err
+	}
+	rel, err := d.lockOrAbort("snapshot-name/" + name)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	if c, err := d.store.GetCommitByName(ctx, name); err == nil {
+		if c.DotID != src {
+			return nil, statusf(codes.AlreadyExists, "snapshot %q exists as %s of volume %s, not of %s", name, c.ID, c.DotID, src)
+		}
+		return &csi.CreateSnapshotResponse{Snapshot: snapshotOf(c)}, nil
+	} else if !errors.Is(err, zfsd.ErrNotFound) {
+		return nil, toStatus(err)
+	}
+	if _, err := d.lookupDot(ctx, src); err != nil {
+		return nil, toStatus(err)
+	}
+	c, err := d.store.CreateCommit(ctx, src, name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	klog.V(2).InfoS("snapshot created", "snapshot", c.ID, "name", name)
+	return &csi.CreateSnapshotResponse{Snapshot: snapshotOf(c)}, nil
+}
+
+func snapshotOf(c zfsd.Commit) *csi.Snapshot {
+	return &csi.Snapshot{
+		SnapshotId:     c.ID,
+		SourceVolumeId: c.DotID,
+		SizeBytes:      c.Size,
+		CreationTime:   timestamppb.New(c.Created),
+		ReadyToUse:     true,
+	}
+}
+
+func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
+	id := req.GetSnapshotId()
+	if err := checkID("snapshot", id); err != nil {
+		return nil, err
+	}
+	if !isCommitID(id) {
+		return &csi.DeleteSnapshotResponse{}, nil
+	}
+	rel, err := d.lockOrAbort("snapshot/" + id)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	if err := d.store.DeleteCommit(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.DeleteSnapshotResponse{}, nil
+}
+
+func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {
+	var commits []zfsd.Commit
+	switch {
+	case req.GetSnapshotId() != "":
+		c, err := d.lookupCommit(ctx, req.GetSnapshotId())
+		switch {
+		case err == nil:
+			if req.GetSourceVolumeId() == "" || c.DotID == req.GetSourceVolumeId() {
+				commits = []zfsd.Commit{c}
+			}
+		case !isNotFound(err):
+			return nil, toStatus(err)
+		}
+	default:
+		all, err := d.store.ListCommits(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		for _, c := range all {
+			if req.GetSourceVolumeId() == "" || c.DotID == req.GetSourceVolumeId() {
+				commits = append(commits, c)
+			}
+		}
+	}
+	start, end, next, err := page(len(commits), req.GetStartingToken(), req.GetMaxEntries())
+	if err != nil {
+		return nil, err
+	}
+	resp := &csi.ListSnapshotsResponse{NextToken: next}
+	for _, c := range commits[start:end] {
+		resp.Entries = append(resp.Entries, &csi.ListSnapshotsResponse_Entry{Snapshot: snapshotOf(c)})
+	}
+	return resp, nil
+}
+
+func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+	id := req.GetSnapshotId()
+	if err := checkID("snapshot", id); err != nil {
+		return nil, err
+	}
+	c, err := d.lookupCommit(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.GetSnapshotResponse{Snapshot: snapshotOf(c)}, nil
+}

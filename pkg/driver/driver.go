@@ -1,0 +1,85 @@
+// Package driver holds the CSI services: identity.go, controller.go and
+// node.go. Every call validates its request first, takes a per-ID in-flight
+// lock (a duplicate concurrent call is Aborted), and is idempotent. Errors
+// become gRPC codes in one place, errors.go.
+package driver
+
+import (
+	"context"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/lock"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
+)
+
+// TopologyKey is the topology segment NodeGetInfo reports and CreateVolume
+// honours: the node a pool is imported on.
+const TopologyKey = "dotmesh.io/node"
+
+// Store is the pool the services work on: a local *zfsd.Pool in the node
+// and in standalone mode, or a node's zfsd reached over its API.
+type Store interface {
+	Info(ctx context.Context) (zfsd.PoolInfo, error)
+	ListDots(ctx context.Context) ([]zfsd.Dot, error)
+	GetDot(ctx context.Context, id string) (zfsd.Dot, error)
+	GetDotByName(ctx context.Context, name string) (zfsd.Dot, error)
+	CreateDot(ctx context.Context, s zfsd.DotSpec) (zfsd.Dot, error)
+	DeleteDot(ctx context.Context, id string) error
+	ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.Dot, error)
+	ListCommits(ctx context.Context) ([]zfsd.Commit, error)
+	GetCommit(ctx context.Context, id string) (zfsd.Commit, error)
+	GetCommitByName(ctx context.Context, name string) (zfsd.Commit, error)
+	CreateCommit(ctx context.Context, dotID, name string) (zfsd.Commit, error)
+	DeleteCommit(ctx context.Context, id string) error
+	MountDot(ctx context.Context, id string) (string, error)
+	UnmountDot(ctx context.Context, id string) error
+}
+
+// Config configures the services.
+type Config struct {
+	Name    string // CSI driver name
+	Version string
+	NodeID  string
+	// AllowedTargetDirs bounds where NodeStage and NodePublish may mount.
+	AllowedTargetDirs []string
+	// DefaultCapacity is used when a CreateVolume asks for no size.
+	DefaultCapacity int64
+}
+
+// Driver implements the CSI Identity, Controller and Node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedControllerServer
+	csi.UnimplementedNodeServer
+
+	cfg      Config
+	store    Store
+	inflight *lock.Inflight
+}
+
+// New returns a Driver over store.
+func New(cfg Config, store Store) *Driver {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.DefaultCapacity == 0 {
+		cfg.DefaultCapacity = 1 << 30
+	}
+	if len(cfg.AllowedTargetDirs) == 0 {
+		cfg.AllowedTargetDirs = []string{"/var/lib/kubelet"}
+	}
+	return &Driver{cfg: cfg, store: store, inflight: lock.New()}
+}
+
+// DefaultName is the driver name in the CSIDriver object.
+const DefaultName = "csi.dotmesh.io"
+
+// lockOrAbort takes the in-flight keys or answers Aborted.
+func (d *Driver) lockOrAbort(keys ...string) (func(), error) {
+	rel := d.inflight.TryAcquire(keys...)
+	if rel == nil {
+		return nil, abortedf("an operation on %v is already in progress", keys)
+	}
+	return rel, nil
+}

@@ -1,0 +1,266 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
+)
+
+var nodeCaps = []csi.NodeServiceCapability_RPC_Type{
+	csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+	csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+	csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
+	csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+}
+
+const selfMountinfo = "/proc/self/mountinfo"
+
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	var caps []*csi.NodeServiceCapability
+	for _, c := range nodeCaps {
+		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
+			Rpc: &csi.NodeServiceCapability_RPC{Type: c}}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{
+		NodeId:             d.cfg.NodeID,
+		AccessibleTopology: &csi.Topology{Segments: map[string]string{TopologyKey: d.cfg.NodeID}},
+	}, nil
+}
+
+// NodeStageVolume mounts the dot and binds it at the staging path.
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	staging, err := d.checkPath("staging target path", req.GetStagingTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetVolumeCapability() == nil {
+		return nil, invalidf("volume capability is required")
+	}
+	info, err := d.store.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkCapability(req.GetVolumeCapability(), info.Zvols); err != nil {
+		return nil, err
+	}
+	rel, err := d.lockOrAbort("volume/" + id)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	if _, err := d.lookupDot(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	src, err := d.store.MountDot(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := mountinfo.Bind(src, staging, false); err != nil {
+		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
+			return nil, statusf(codes.AlreadyExists, "volume %s: staging path %s holds another mount", id, staging)
+		}
+		return nil, statusf(codes.Internal, "volume %s: staging at %s: %v", id, staging, err)
+	}
+	klog.V(2).InfoS("volume staged", "volume", id, "staging", staging)
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// NodeUnstageVolume removes the staging bind and, when nothing else uses the
+// dot on this node, unmounts the dot so it can be destroyed or handed off.
+func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	staging, err := d.checkPath("staging target path", req.GetStagingTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	rel, err := d.lockOrAbort("volume/" + id)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	mounts, err := mountinfo.ReadFile(selfMountinfo)
+	if err != nil {
+		return nil, statusf(codes.Internal, "reading mounts: %v", err)
+	}
+	m, staged := mountinfo.IsMountPoint(mounts, staging)
+	if err := mountinfo.Unmount(staging); err != nil {
+		return nil, statusf(codes.Internal, "volume %s: unstaging %s: %v", id, staging, err)
+	}
+	if staged && isDotID(id) && usersOf(m, staging) == 0 {
+		if err := d.store.UnmountDot(ctx, id); err != nil && !isNotFound(err) {
+			// The staging bind is gone; a dot left mounted only costs a
+			// busy retry on delete, so this is not the caller's failure.
+			klog.ErrorS(err, "unmounting dot after unstage", "volume", id)
+		}
+	}
+	klog.V(2).InfoS("volume unstaged", "volume", id, "staging", staging)
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// usersOf counts mounts of the same filesystem as m other than the dot's own
+// mountpoint and except (a path being removed), read fresh.
+func usersOf(m mountinfo.Mount, except string) int {
+	mounts, err := mountinfo.ReadFile(selfMountinfo)
+	if err != nil {
+		return 1 // unknown: keep the dot mounted
+	}
+	n := 0
+	for _, o := range mounts {
+		if o.Major == m.Major && o.Minor == m.Minor && o.MountPoint != except {
+			n++
+		}
+	}
+	return n - 1 // the dot's own mountpoint
+}
+
+func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	target, err := d.checkPath("target path", req.GetTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	staging, err := d.checkPath("staging target path", req.GetStagingTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	capability := req.GetVolumeCapability()
+	if capability == nil {
+		return nil, invalidf("volume capability is required")
+	}
+	if err := checkCapability(capability, false); err != nil {
+		return nil, err
+	}
+	rel, err := d.lockOrAbort("publish/" + target)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	if _, err := d.lookupDot(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	mounts, err := mountinfo.ReadFile(selfMountinfo)
+	if err != nil {
+		return nil, statusf(codes.Internal, "reading mounts: %v", err)
+	}
+	sm, ok := mountinfo.IsMountPoint(mounts, staging)
+	if !ok {
+		return nil, statusf(codes.FailedPrecondition, "volume %s is not staged at %s", id, staging)
+	}
+	mode := capability.GetAccessMode().GetMode()
+	if mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+		for _, o := range mounts {
+			if o.Major == sm.Major && o.Minor == sm.Minor && o.MountPoint != staging && o.MountPoint != target && d.inAllowed(o.MountPoint) {
+				return nil, statusf(codes.FailedPrecondition, "volume %s is single-writer and already published at %s", id, o.MountPoint)
+			}
+		}
+	}
+	readOnly := req.GetReadonly() || mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
+	if err := mountinfo.Bind(staging, target, readOnly); err != nil {
+		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
+			return nil, statusf(codes.AlreadyExists, "volume %s: target %s holds another mount", id, target)
+		}
+		return nil, statusf(codes.Internal, "volume %s: publishing at %s: %v", id, target, err)
+	}
+	klog.V(2).InfoS("volume published", "volume", id, "target", target, "readOnly", readOnly)
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+func (d *Driver) inAllowed(p string) bool {
+	_, err := d.checkPath("path", p)
+	return err == nil
+}
+
+func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	target, err := d.checkPath("target path", req.GetTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	rel, err := d.lockOrAbort("publish/" + target)
+	if err != nil {
+		return nil, err
+	}
+	defer rel()
+	if err := mountinfo.Unmount(target); err != nil {
+		return nil, statusf(codes.Internal, "volume %s: unpublishing %s: %v", id, target, err)
+	}
+	// The SP removes what it created at the target path; a non-empty or
+	// missing folder is left as it is.
+	if err := os.Remove(target); err != nil && !os.IsNotExist(err) {
+		klog.V(4).InfoS("target path kept", "path", target, "err", err)
+	}
+	klog.V(2).InfoS("volume unpublished", "volume", id, "target", target)
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	p := req.GetVolumePath()
+	if p == "" {
+		return nil, invalidf("volume path is required")
+	}
+	if _, err := d.lookupDot(ctx, id); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		return nil, notFoundf("volume %s: path %s: %v", id, p, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Clean(p), &st); err != nil {
+		return nil, statusf(codes.Internal, "volume %s: statfs %s: %v", id, p, err)
+	}
+	bs := int64(st.Bsize)
+	total, free, avail := int64(st.Blocks)*bs, int64(st.Bfree)*bs, int64(st.Bavail)*bs
+	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{
+		{Unit: csi.VolumeUsage_BYTES, Total: total, Available: avail, Used: total - free},
+		{Unit: csi.VolumeUsage_INODES, Total: int64(st.Files), Available: int64(st.Ffree), Used: int64(st.Files) - int64(st.Ffree)},
+	}}, nil
+}
+
+// NodeExpandVolume has nothing to do: refquota grows the filesystem online
+// in ControllerExpandVolume. It reports the size the node sees.
+func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := checkID("volume", id); err != nil {
+		return nil, err
+	}
+	if req.GetVolumePath() == "" {
+		return nil, invalidf("volume path is required")
+	}
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := os.Stat(req.GetVolumePath()); err != nil {
+		return nil, notFoundf("volume %s: path %s: %v", id, req.GetVolumePath(), err)
+	}
+	return &csi.NodeExpandVolumeResponse{CapacityBytes: dot.Capacity}, nil
+}

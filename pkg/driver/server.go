@@ -1,0 +1,71 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+)
+
+// Services selects which CSI services a server offers.
+type Services struct{ Controller, Node bool }
+
+// Listen opens a CSI endpoint: unix:///path/csi.sock or tcp://host:port.
+// A stale unix socket left by a crash is removed first.
+func Listen(endpoint string) (net.Listener, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", endpoint, err)
+	}
+	switch u.Scheme {
+	case "unix":
+		p := u.Path
+		if u.Host != "" {
+			p = filepath.Join(u.Host, p)
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			return nil, fmt.Errorf("endpoint %q: %w", endpoint, err)
+		}
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("endpoint %q: removing stale socket: %w", endpoint, err)
+		}
+		return net.Listen("unix", p)
+	case "tcp":
+		return net.Listen("tcp", u.Host)
+	}
+	return nil, fmt.Errorf("endpoint %q: scheme must be unix or tcp", endpoint)
+}
+
+// NewServer returns a gRPC server with d's services registered and every
+// call logged (secrets stripped).
+func NewServer(d *Driver, s Services) *grpc.Server {
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
+	csi.RegisterIdentityServer(srv, d)
+	if s.Controller {
+		csi.RegisterControllerServer(srv, d)
+	}
+	if s.Node {
+		csi.RegisterNodeServer(srv, d)
+	}
+	return srv
+}
+
+func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	klog.V(4).InfoS("CSI call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+	resp, err := handler(ctx, req)
+	if err != nil {
+		klog.InfoS("CSI call failed", "method", info.FullMethod, "took", time.Since(start), "err", err)
+	} else {
+		klog.V(3).InfoS("CSI call done", "method", info.FullMethod, "took", time.Since(start))
+	}
+	return resp, err
+}

@@ -1,0 +1,160 @@
+package zfs
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Kind classifies a failed zfs or zpool command so callers can decide what
+// to do without parsing stderr themselves.
+type Kind int
+
+const (
+	KindOther Kind = iota
+	KindNotFound
+	KindAlreadyExists
+	KindBusy
+	KindOutOfSpace
+	KindQuotaExceeded
+	KindHasDependents
+	KindUnsupported
+	KindInvalid
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindNotFound:
+		return "not found"
+	case KindAlreadyExists:
+		return "already exists"
+	case KindBusy:
+		return "busy"
+	case KindOutOfSpace:
+		return "out of space"
+	case KindQuotaExceeded:
+		return "quota exceeded"
+	case KindHasDependents:
+		return "has dependents"
+	case KindUnsupported:
+		return "unsupported"
+	case KindInvalid:
+		return "invalid"
+	}
+	return "failed"
+}
+
+// Sentinels for errors.Is; every *Error of the matching kind "is" one.
+var (
+	ErrNotFound      = &Error{Kind: KindNotFound}
+	ErrAlreadyExists = &Error{Kind: KindAlreadyExists}
+	ErrBusy          = &Error{Kind: KindBusy}
+	ErrOutOfSpace    = &Error{Kind: KindOutOfSpace}
+	ErrQuotaExceeded = &Error{Kind: KindQuotaExceeded}
+	ErrHasDependents = &Error{Kind: KindHasDependents}
+	ErrUnsupported   = &Error{Kind: KindUnsupported}
+	ErrInvalid       = &Error{Kind: KindInvalid}
+)
+
+// Error is a failed zfs/zpool call: what was run, on what, and what the tool said.
+type Error struct {
+	Kind   Kind
+	Op     string // e.g. "zfs destroy"
+	Target string // dataset, snapshot or pool
+	Msg    string // the tool's own words (stderr, trimmed)
+}
+
+func (e *Error) Error() string {
+	s := e.Op
+	if e.Target != "" {
+		s += " " + e.Target
+	}
+	s += ": " + e.Kind.String()
+	if e.Msg != "" {
+		s += ": " + e.Msg
+	}
+	return s
+}
+
+// Is matches sentinels by kind only.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Op == "" && t.Target == "" && t.Msg == "" && t.Kind == e.Kind
+}
+
+// IsKind reports whether err is a *Error of kind k.
+func IsKind(err error, k Kind) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == k
+}
+
+// The tools' messages, from OpenZFS 2.x and zfs-fuse 0.7 (see testdata/).
+// Order matters: the first match wins.
+var classifiers = []struct {
+	needle string
+	kind   Kind
+}{
+	{"dataset does not exist", KindNotFound},
+	{"no such pool", KindNotFound},
+	{"could not find any snapshots", KindNotFound},
+	{"does not exist", KindNotFound},
+	{"no such dataset", KindNotFound},
+	{"already exists", KindAlreadyExists},
+	{"has children", KindHasDependents},
+	{"has dependent clones", KindHasDependents},
+	{"is busy", KindBusy},
+	{"device busy", KindBusy},
+	{"out of space", KindOutOfSpace},
+	{"no space left", KindOutOfSpace},
+	{"quota exceeded", KindQuotaExceeded},
+	{"invalid option", KindUnsupported},
+	{"unrecognized command", KindUnsupported},
+	{"function not implemented", KindUnsupported},
+	{"not supported", KindUnsupported},
+	{"must be one of", KindInvalid},
+	{"bad property", KindInvalid},
+	{"invalid property", KindInvalid},
+	{"bad numeric value", KindInvalid},
+	{"invalid character", KindInvalid},
+	{"size is less than current used", KindInvalid},
+}
+
+// classify turns a tool's stderr into a Kind.
+func classify(stderr string) Kind {
+	s := strings.ToLower(stderr)
+	for _, c := range classifiers {
+		if strings.Contains(s, c.needle) {
+			return c.kind
+		}
+	}
+	return KindOther
+}
+
+func newError(op, target, stderr string, runErr error) *Error {
+	msg := strings.TrimSpace(stderr)
+	// zfs-fuse's "Defaulting to 4K blocksize" line is noise on every zpool create.
+	lines := strings.Split(msg, "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "Defaulting to 4K blocksize") {
+			kept = append(kept, l)
+		}
+	}
+	msg = strings.TrimSpace(strings.Join(kept, "\n"))
+	if msg == "" && runErr != nil {
+		msg = runErr.Error()
+	}
+	return &Error{Kind: classify(msg), Op: op, Target: target, Msg: msg}
+}
+
+// wrap annotates a non-zfs failure (for example a broken pipe in a send).
+func wrap(op, target string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ze *Error
+	if errors.As(err, &ze) {
+		return err
+	}
+	return &Error{Kind: KindOther, Op: op, Target: target, Msg: fmt.Sprint(err)}
+}

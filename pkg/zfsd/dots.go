@@ -1,0 +1,389 @@
+package zfsd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
+)
+
+// CreateDot makes a dot: empty, or a branch of a commit or of another dot.
+// The caller (the driver) has checked names, sizes and idempotency; this
+// only refuses what the pool itself cannot do.
+func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
+	if _, err := uuid.Parse(s.ID); err != nil {
+		return Dot{}, fmt.Errorf("dot %q: %w: id must be a UUID", s.ID, ErrInvalid)
+	}
+	now := time.Now()
+	d := &Dot{ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now}
+	props := map[string]string{
+		"canmount":   "noauto",
+		"refquota":   strconv.FormatInt(s.Capacity, 10),
+		propManaged:  "true",
+		propID:       s.ID,
+		propName:     s.Name,
+		propCapacity: strconv.FormatInt(s.Capacity, 10),
+		propCreated:  formatTime(now),
+	}
+	if len(s.Params) > 0 {
+		props[propParams] = encodeParams(s.Params)
+	}
+	for k, v := range s.Props {
+		props[k] = v
+	}
+	ds := p.dataset(s.ID)
+	var err error
+	switch {
+	case s.FromCommit != "":
+		d.Source = "snapshot:" + s.FromCommit
+		props[propSource] = d.Source
+		err = p.branch(ctx, s.FromCommit, ds, s.CloneMode, props, d)
+	case s.FromDot != "":
+		d.Source = "volume:" + s.FromDot
+		props[propSource] = d.Source
+		err = p.branchDot(ctx, s.FromDot, ds, s.CloneMode, props, d)
+	default:
+		err = p.z.Create(ctx, ds, zfs.PropsFromMap(props))
+	}
+	if err != nil {
+		return Dot{}, fmt.Errorf("dot %s (%s) on pool %s: %w", s.ID, s.Name, p.cfg.Name, err)
+	}
+	p.mu.Lock()
+	p.dots[s.ID] = d
+	p.mu.Unlock()
+	klog.InfoS("dot created", "pool", p.cfg.Name, "dot", s.ID, "name", s.Name, "bytes", s.Capacity, "source", d.Source)
+	return copyDot(d), nil
+}
+
+// branch makes ds from a commit, as an instant clone or a detached copy.
+func (p *Pool) branch(ctx context.Context, commitID, ds string, mode CloneMode, props map[string]string, d *Dot) error {
+	p.structMu.Lock()
+	defer p.structMu.Unlock()
+	p.mu.Lock()
+	c, ok := p.commits[commitID]
+	p.mu.Unlock()
+	if !ok || (c.Deleted && !c.Internal) {
+		return fmt.Errorf("commit %s: %w", commitID, ErrNotFound)
+	}
+	snap := p.snapshotName(commitID)
+	if mode == CloneDetached {
+		return p.detachedCopy(ctx, snap, ds, props)
+	}
+	if err := p.z.Clone(ctx, snap, ds, zfs.PropsFromMap(props)); err != nil {
+		return err
+	}
+	d.Origin = snap
+	return nil
+}
+
+// branchDot makes ds from the current state of another dot through an
+// internal commit, which goes away by itself when the branch does.
+func (p *Pool) branchDot(ctx context.Context, srcID, ds string, mode CloneMode, props map[string]string, d *Dot) error {
+	c, err := p.commit(ctx, srcID, "", true)
+	if err != nil {
+		return err
+	}
+	err = p.branch(ctx, c.ID, ds, mode, props, d)
+	if mode == CloneDetached || err != nil {
+		// Nothing depends on the internal commit: collect it now.
+		if cerr := p.collect(ctx, srcID); cerr != nil {
+			klog.ErrorS(cerr, "collecting internal commit", "pool", p.cfg.Name, "commit", c.ID)
+		}
+	}
+	return err
+}
+
+// detachedCopy sends snap into ds. The stream carries the origin's
+// properties (-p), so until the last step the copy is marked with the
+// origin's ID; a crash before then leaves a dataset that load() recognises as
+// half-made and destroys.
+func (p *Pool) detachedCopy(ctx context.Context, snap, ds string, props map[string]string) error {
+	if _, err := p.z.Copy(ctx, snap, ds, zfs.SendOptions{Properties: true}); err != nil {
+		return err
+	}
+	cleanup := func(cause error) error {
+		if err := p.z.Destroy(ctx, ds, true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+			klog.ErrorS(err, "removing half-made detached copy; it is collected on next open", "dataset", ds)
+		}
+		return cause
+	}
+	// The received snapshot is history the copy does not need.
+	_, snapName, _ := cutAt(snap)
+	if err := p.z.Destroy(ctx, ds+"@"+snapName, false); err != nil {
+		return cleanup(err)
+	}
+	for _, kv := range zfs.PropsFromMap(props) {
+		if kv.Name == propID {
+			continue
+		}
+		if err := p.z.Set(ctx, ds, kv.Name, kv.Value); err != nil {
+			return cleanup(err)
+		}
+	}
+	// The origin's own metadata came along in the stream; what the new dot
+	// does not set must not survive as if it were its own.
+	for _, name := range dotProps {
+		if _, ok := props[name]; !ok {
+			if err := p.z.Inherit(ctx, ds, name); err != nil {
+				return cleanup(err)
+			}
+		}
+	}
+	if err := p.z.Set(ctx, ds, propID, props[propID]); err != nil {
+		return cleanup(err)
+	}
+	return nil
+}
+
+func cutAt(s string) (string, string, bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '@' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// CreateCommit takes a user-visible commit of a dot.
+func (p *Pool) CreateCommit(ctx context.Context, dotID, name string) (Commit, error) {
+	return p.commit(ctx, dotID, name, false)
+}
+
+func (p *Pool) commit(ctx context.Context, dotID, name string, internal bool) (Commit, error) {
+	p.mu.Lock()
+	d, ok := p.dots[dotID]
+	var size int64
+	if ok {
+		size = d.Capacity
+	}
+	p.mu.Unlock()
+	if !ok || d.Deleted {
+		return Commit{}, fmt.Errorf("dot %s: %w", dotID, ErrNotFound)
+	}
+	now := time.Now()
+	c := &Commit{ID: dotID + "@" + uuid.NewString(), DotID: dotID, Name: name, Size: size, Created: now, Internal: internal}
+	props := map[string]string{
+		propCommitSize:    strconv.FormatInt(size, 10),
+		propCommitCreated: formatTime(now),
+	}
+	if name != "" {
+		props[propCommitName] = name
+	}
+	if internal {
+		props[propCommitInternal] = "true"
+		props[propCommitDeleted] = formatTime(now)
+		c.Deleted = true
+	}
+	if err := p.z.Snapshot(ctx, p.snapshotName(c.ID), zfs.PropsFromMap(props)); err != nil {
+		return Commit{}, fmt.Errorf("commit of dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	}
+	if ds, err := p.z.Get(ctx, []string{p.snapshotName(c.ID)}, false, "referenced"); err == nil && len(ds) == 1 {
+		c.Used = ds[0].Bytes("referenced")
+	}
+	p.mu.Lock()
+	p.commits[c.ID] = c
+	p.mu.Unlock()
+	klog.InfoS("commit created", "pool", p.cfg.Name, "commit", c.ID, "name", name, "internal", internal)
+	return *c, nil
+}
+
+// DeleteCommit deletes a commit now, or hides it until its last branch goes.
+// Deleting a missing commit succeeds.
+func (p *Pool) DeleteCommit(ctx context.Context, id string) error {
+	p.structMu.Lock()
+	defer p.structMu.Unlock()
+	p.mu.Lock()
+	c, ok := p.commits[id]
+	p.mu.Unlock()
+	if !ok || c.Deleted {
+		return nil
+	}
+	if err := p.z.Set(ctx, p.snapshotName(id), propCommitDeleted, formatTime(time.Now())); err != nil {
+		if zfs.IsKind(err, zfs.KindNotFound) {
+			p.forgetCommit(id)
+			return nil
+		}
+		return fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	p.mu.Lock()
+	c.Deleted = true
+	p.mu.Unlock()
+	return p.collectLocked(ctx, c.DotID)
+}
+
+// DeleteDot deletes a dot now, or hides it while commits or branches of it
+// remain. Deleting a missing dot succeeds.
+func (p *Pool) DeleteDot(ctx context.Context, id string) error {
+	p.structMu.Lock()
+	defer p.structMu.Unlock()
+	p.mu.Lock()
+	d, ok := p.dots[id]
+	p.mu.Unlock()
+	if !ok || d.Deleted {
+		return nil
+	}
+	ds := p.dataset(id)
+	if err := p.z.Unmount(ctx, ds); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+		return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	if err := p.z.Set(ctx, ds, propDeleted, formatTime(time.Now())); err != nil {
+		if zfs.IsKind(err, zfs.KindNotFound) {
+			p.mu.Lock()
+			delete(p.dots, id)
+			p.mu.Unlock()
+			return nil
+		}
+		return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	p.mu.Lock()
+	d.Deleted = true
+	p.mu.Unlock()
+	klog.InfoS("dot deleted", "pool", p.cfg.Name, "dot", id, "name", d.Name)
+	return p.collectLocked(ctx, id)
+}
+
+func (p *Pool) collect(ctx context.Context, dotID string) error {
+	p.structMu.Lock()
+	defer p.structMu.Unlock()
+	return p.collectLocked(ctx, dotID)
+}
+
+// collectLocked destroys what is hidden and no longer needed on dotID, and
+// then on the dot it was branched from, and so on up the chain. Each step
+// is idempotent, so a crash half-way is finished by the next sweep.
+func (p *Pool) collectLocked(ctx context.Context, dotID string) error {
+	for dotID != "" {
+		p.mu.Lock()
+		d, ok := p.dots[dotID]
+		var doomed []string
+		keep := 0
+		for id, c := range p.commits {
+			if c.DotID != dotID {
+				continue
+			}
+			switch {
+			case p.branchesOfLocked(id) > 0:
+				keep++
+			case c.Deleted:
+				doomed = append(doomed, id)
+			default:
+				keep++
+			}
+		}
+		p.mu.Unlock()
+		if !ok {
+			return nil
+		}
+		if d.Deleted && keep == 0 {
+			if err := p.z.Destroy(ctx, p.dataset(dotID), true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+				return fmt.Errorf("destroying dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+			}
+			p.mu.Lock()
+			delete(p.dots, dotID)
+			for _, id := range doomed {
+				delete(p.commits, id)
+			}
+			p.mu.Unlock()
+			klog.InfoS("dot destroyed", "pool", p.cfg.Name, "dot", dotID)
+			dotID = p.parentOf(d)
+			continue
+		}
+		for _, id := range doomed {
+			if err := p.z.Destroy(ctx, p.snapshotName(id), false); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+				return fmt.Errorf("destroying commit %s on pool %s: %w", id, p.cfg.Name, err)
+			}
+			p.forgetCommit(id)
+			klog.V(2).InfoS("commit destroyed", "pool", p.cfg.Name, "commit", id)
+		}
+		return nil
+	}
+	return nil
+}
+
+// parentOf is the dot an instant branch came from, now possibly collectable.
+func (p *Pool) parentOf(d *Dot) string {
+	c := p.originCommit(d.Origin)
+	if c == "" {
+		return ""
+	}
+	dot, _, _ := cutAt(c)
+	return dot
+}
+
+func (p *Pool) forgetCommit(id string) {
+	p.mu.Lock()
+	delete(p.commits, id)
+	p.mu.Unlock()
+}
+
+// sweep finishes deletions a crash interrupted.
+func (p *Pool) sweep(ctx context.Context) error {
+	p.mu.Lock()
+	var ids []string
+	for id := range p.dots {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		errs = append(errs, p.collect(ctx, id))
+	}
+	return errors.Join(errs...)
+}
+
+// ResizeDot sets a dot's capacity. ZFS applies refquota online.
+func (p *Pool) ResizeDot(ctx context.Context, id string, capacity int64) (Dot, error) {
+	d, err := p.GetDot(ctx, id)
+	if err != nil {
+		return Dot{}, err
+	}
+	if capacity <= d.Capacity {
+		return d, nil
+	}
+	v := strconv.FormatInt(capacity, 10)
+	ds := p.dataset(id)
+	if err := p.z.Set(ctx, ds, "refquota", v); err != nil {
+		return Dot{}, fmt.Errorf("resizing dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	if err := p.z.Set(ctx, ds, propCapacity, v); err != nil {
+		return Dot{}, fmt.Errorf("resizing dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	p.mu.Lock()
+	if live, ok := p.dots[id]; ok {
+		live.Capacity = capacity
+	}
+	p.mu.Unlock()
+	d.Capacity = capacity
+	klog.InfoS("dot resized", "pool", p.cfg.Name, "dot", id, "bytes", capacity)
+	return d, nil
+}
+
+// MountDot mounts a dot at its mountpoint and returns the path.
+func (p *Pool) MountDot(ctx context.Context, id string) (string, error) {
+	if _, err := p.GetDot(ctx, id); err != nil {
+		return "", err
+	}
+	if err := p.z.Mount(ctx, p.dataset(id)); err != nil {
+		return "", fmt.Errorf("mounting dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	return p.MountPath(id), nil
+}
+
+// MountPath is where a dot mounts.
+func (p *Pool) MountPath(id string) string {
+	return p.mountpoint() + "/dots/" + id
+}
+
+// UnmountDot unmounts a dot from its mountpoint.
+func (p *Pool) UnmountDot(ctx context.Context, id string) error {
+	if err := p.z.Unmount(ctx, p.dataset(id)); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+		return fmt.Errorf("unmounting dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	return nil
+}

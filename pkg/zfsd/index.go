@@ -1,0 +1,224 @@
+package zfsd
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
+)
+
+func (p *Pool) dataset(dotID string) string { return p.dotsRoot + "/" + dotID }
+
+// snapshotName maps a commit ID (<dot-id>@<commit>) to its ZFS snapshot.
+func (p *Pool) snapshotName(commitID string) string { return p.dotsRoot + "/" + commitID }
+
+func encodeParams(m map[string]string) string {
+	v := url.Values{}
+	for k, val := range m {
+		v.Set(k, val)
+	}
+	return v.Encode()
+}
+
+func decodeParams(s string) map[string]string {
+	m := map[string]string{}
+	v, err := url.ParseQuery(s)
+	if err != nil {
+		return m
+	}
+	for k := range v {
+		m[k] = v.Get(k)
+	}
+	return m
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// load rebuilds the index from the pool's user properties. Datasets without
+// io.dotmesh:managed are not ours and are ignored (architecture rule 4).
+func (p *Pool) load(ctx context.Context) error {
+	list, err := p.z.Get(ctx, []string{p.dotsRoot}, true, loadProps...)
+	if err != nil {
+		return fmt.Errorf("pool %s: loading dots: %w", p.cfg.Name, err)
+	}
+	dots := map[string]*Dot{}
+	commits := map[string]*Commit{}
+	for _, ds := range list {
+		if ds.Name == p.dotsRoot || ds.Props[propManaged].Value != "true" {
+			continue
+		}
+		rel := strings.TrimPrefix(ds.Name, p.dotsRoot+"/")
+		if ds.Type() == "snapshot" {
+			dotID, _, _ := strings.Cut(rel, "@")
+			commits[rel] = &Commit{
+				ID:       rel,
+				DotID:    dotID,
+				Name:     ds.OwnValue(propCommitName),
+				Size:     atoi(ds.OwnValue(propCommitSize)),
+				Used:     ds.Bytes("referenced"),
+				Created:  parseTime(ds.OwnValue(propCommitCreated)),
+				Deleted:  ds.OwnValue(propCommitDeleted) != "",
+				Internal: ds.OwnValue(propCommitInternal) == "true",
+			}
+			continue
+		}
+		d := &Dot{
+			ID:       ds.OwnValue(propID),
+			Name:     ds.OwnValue(propName),
+			Capacity: atoi(ds.OwnValue(propCapacity)),
+			Params:   decodeParams(ds.OwnValue(propParams)),
+			Source:   ds.OwnValue(propSource),
+			Created:  parseTime(ds.OwnValue(propCreated)),
+			Deleted:  ds.OwnValue(propDeleted) != "",
+			Used:     ds.Bytes("referenced"),
+		}
+		if o := ds.Props["origin"].Value; o != "-" && o != "" {
+			d.Origin = o
+		}
+		if d.ID != rel || strings.Contains(rel, "/") {
+			// A detached copy whose receive finished but whose properties
+			// were never all set: the driver died half-way. It carries the
+			// origin's ID, so it is ours and incomplete.
+			klog.InfoS("found a half-made dot; destroying it", "pool", p.cfg.Name, "dataset", ds.Name)
+			if err := p.z.Destroy(ctx, ds.Name, true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+				klog.ErrorS(err, "destroying half-made dot", "dataset", ds.Name)
+			}
+			continue
+		}
+		dots[rel] = d
+	}
+	for id, c := range commits {
+		if _, ok := dots[c.DotID]; !ok {
+			delete(commits, id)
+		}
+	}
+	p.mu.Lock()
+	p.dots, p.commits = dots, commits
+	p.mu.Unlock()
+	return nil
+}
+
+func atoi(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// ListDots lists the live (not hidden) dots, sorted by ID.
+func (p *Pool) ListDots(context.Context) ([]Dot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Dot, 0, len(p.dots))
+	for _, d := range p.dots {
+		if !d.Deleted {
+			out = append(out, copyDot(d))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func copyDot(d *Dot) Dot {
+	c := *d
+	c.Params = make(map[string]string, len(d.Params))
+	for k, v := range d.Params {
+		c.Params[k] = v
+	}
+	return c
+}
+
+// GetDot returns a live dot by ID.
+func (p *Pool) GetDot(_ context.Context, id string) (Dot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, ok := p.dots[id]
+	if !ok || d.Deleted {
+		return Dot{}, fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, ErrNotFound)
+	}
+	return copyDot(d), nil
+}
+
+// GetDotByName returns the live dot with a CSI name.
+func (p *Pool) GetDotByName(_ context.Context, name string) (Dot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.dots {
+		if !d.Deleted && d.Name == name {
+			return copyDot(d), nil
+		}
+	}
+	return Dot{}, fmt.Errorf("dot named %q on pool %s: %w", name, p.cfg.Name, ErrNotFound)
+}
+
+// ListCommits lists live, user-visible commits sorted by ID.
+func (p *Pool) ListCommits(context.Context) ([]Commit, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Commit, 0, len(p.commits))
+	for _, c := range p.commits {
+		if !c.Deleted && !c.Internal {
+			out = append(out, *c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// GetCommit returns a live commit by ID.
+func (p *Pool) GetCommit(_ context.Context, id string) (Commit, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.commits[id]
+	if !ok || c.Deleted || c.Internal {
+		return Commit{}, fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, ErrNotFound)
+	}
+	return *c, nil
+}
+
+// GetCommitByName returns the live commit with a CSI snapshot name.
+func (p *Pool) GetCommitByName(_ context.Context, name string) (Commit, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.commits {
+		if !c.Deleted && !c.Internal && c.Name == name {
+			return *c, nil
+		}
+	}
+	return Commit{}, fmt.Errorf("commit named %q on pool %s: %w", name, p.cfg.Name, ErrNotFound)
+}
+
+// branchesOfLocked counts dots (hidden ones too) whose origin is commit id.
+func (p *Pool) branchesOfLocked(commitID string) int {
+	snap := p.snapshotName(commitID)
+	n := 0
+	for _, d := range p.dots {
+		if d.Origin == snap {
+			n++
+		}
+	}
+	return n
+}
+
+// originCommit turns a ZFS origin ("pool/dots/a@b") back into a commit ID.
+func (p *Pool) originCommit(origin string) string {
+	rel := strings.TrimPrefix(origin, p.dotsRoot+"/")
+	if rel == origin || path.Base(rel) != rel {
+		return ""
+	}
+	return rel
+}

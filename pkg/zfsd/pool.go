@@ -1,0 +1,294 @@
+package zfsd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
+)
+
+// PoolFile is the name of the pool's single vdev inside its backing folder.
+const PoolFile = "dotmesh_data"
+
+// minPoolSize is zfs-fuse's and OpenZFS's floor for a vdev (64 MiB).
+const minPoolSize = 64 << 20
+
+// Config says where a pool lives and how it is named.
+type Config struct {
+	// Name of the pool. It names the backing, not the node, so a pool keeps
+	// its identity when its backing moves to another node.
+	Name string
+	// Dir is the backing folder as this process sees it.
+	Dir string
+	// HostMountinfo is the mountinfo of a process in the host's mount
+	// namespace (with hostPID, /proc/1/mountinfo). When set, Dir is resolved
+	// to the path the host (and so the ZFS daemon or kernel) sees, and that
+	// path is bind-mounted here too, so `zpool import -d` gets a path that is
+	// the same on both sides. Empty means we share the host's namespace.
+	HostMountinfo string
+	// Size of a new pool file in bytes; 0 sizes it from the folder's free space.
+	Size int64
+	// MountRoot is where dots are mounted: <MountRoot>/<pool>/dots/<id>.
+	MountRoot string
+	// Node names the node the pool is imported on, for placement answers.
+	Node string
+}
+
+// Pool is one imported pool and the index of its dots and commits.
+type Pool struct {
+	cfg      Config
+	z        *zfs.Client
+	dotsRoot string // <pool>/dots
+	hostDir  string // Dir as the host sees it; where the pool file is imported from
+	bound    bool   // hostDir is our own bind mount, to remove on Close
+	zvols    bool
+
+	// mu guards the index. ZFS commands run without it.
+	mu      sync.Mutex
+	dots    map[string]*Dot
+	commits map[string]*Commit // by commit ID
+	// structMu serialises changes that add or remove dependencies between
+	// datasets (branching, deleting, collecting), so a commit is never
+	// destroyed while a branch of it is being made.
+	structMu sync.Mutex
+}
+
+// Open imports the pool from cfg.Dir, or creates it there, and loads its
+// index. It is safe to call on a pool that is already imported (a driver
+// restart that did not export).
+func Open(ctx context.Context, z *zfs.Client, cfg Config) (*Pool, error) {
+	if err := zfs.ValidatePool(cfg.Name); err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" || !filepath.IsAbs(cfg.Dir) {
+		return nil, fmt.Errorf("pool %s: backing folder %q must be an absolute path", cfg.Name, cfg.Dir)
+	}
+	if cfg.MountRoot == "" {
+		cfg.MountRoot = filepath.Join(cfg.Dir, "mnt")
+	}
+	p := &Pool{cfg: cfg, z: z, dotsRoot: cfg.Name + "/dots", hostDir: filepath.Clean(cfg.Dir),
+		dots: map[string]*Dot{}, commits: map[string]*Commit{}}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("pool %s: backing folder: %w", cfg.Name, err)
+	}
+	if err := p.resolveHostDir(); err != nil {
+		return nil, err
+	}
+	// Dots mount below a shared mount so unmounts reach mount namespaces
+	// created later (containers); otherwise a stale private copy keeps a
+	// dataset "busy" for destroy. It must exist before the import mounts
+	// anything, or the bind would hide those mounts.
+	if err := os.MkdirAll(cfg.MountRoot, 0o750); err != nil {
+		p.unbind()
+		return nil, fmt.Errorf("pool %s: mount root: %w", cfg.Name, err)
+	}
+	if err := mountinfo.MakeShared(cfg.MountRoot); err != nil {
+		p.unbind()
+		return nil, fmt.Errorf("pool %s: %w", cfg.Name, err)
+	}
+	if err := p.importOrCreate(ctx); err != nil {
+		p.unbind()
+		return nil, err
+	}
+	if err := p.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.load(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.sweep(ctx); err != nil {
+		klog.ErrorS(err, "sweeping pool after open; will retry on the next deletion", "pool", cfg.Name)
+	}
+	p.zvols = p.probeZvols(ctx)
+	klog.InfoS("pool open", "pool", cfg.Name, "backing", p.hostDir, "dots", len(p.dots), "commits", len(p.commits), "zvols", p.zvols)
+	return p, nil
+}
+
+// resolveHostDir makes the backing folder's host-visible path exist in our
+// namespace too (the seed's "host-visible bind path").
+func (p *Pool) resolveHostDir() error {
+	if p.cfg.HostMountinfo == "" {
+		return nil
+	}
+	host, err := mountinfo.HostPath(p.cfg.Dir, "/proc/self/mountinfo", p.cfg.HostMountinfo)
+	if err != nil {
+		return fmt.Errorf("pool %s: resolving host path of %s: %w", p.cfg.Name, p.cfg.Dir, err)
+	}
+	if host == filepath.Clean(p.cfg.Dir) {
+		return nil
+	}
+	if err := mountinfo.Bind(p.cfg.Dir, host, false); err != nil {
+		return fmt.Errorf("pool %s: binding %s at host path %s: %w", p.cfg.Name, p.cfg.Dir, host, err)
+	}
+	klog.InfoS("backing folder bound at its host-visible path", "pool", p.cfg.Name, "dir", p.cfg.Dir, "hostPath", host)
+	p.hostDir, p.bound = host, true
+	return nil
+}
+
+func (p *Pool) unbind() {
+	if !p.bound {
+		return
+	}
+	if err := mountinfo.Unmount(p.hostDir); err != nil {
+		klog.ErrorS(err, "removing host-path bind mount", "pool", p.cfg.Name, "path", p.hostDir)
+	}
+	p.bound = false
+}
+
+func (p *Pool) importOrCreate(ctx context.Context) error {
+	name := p.cfg.Name
+	imported, err := p.z.PoolImported(ctx, name)
+	if err != nil {
+		return fmt.Errorf("pool %s: listing pools: %w", name, err)
+	}
+	if imported {
+		klog.InfoS("pool already imported; adopting it", "pool", name)
+		return nil
+	}
+	file := filepath.Join(p.hostDir, PoolFile)
+	if _, err := os.Stat(file); err == nil {
+		if err := p.z.ImportPool(ctx, name, p.hostDir); err != nil {
+			return fmt.Errorf("pool %s: importing from %s: %w", name, p.hostDir, err)
+		}
+		klog.InfoS("pool imported", "pool", name, "dir", p.hostDir)
+		return nil
+	}
+	size, err := p.newPoolSize()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("pool %s: creating pool file: %w", name, err)
+	}
+	// Sparse: the file takes space only as the pool fills.
+	terr := f.Truncate(size)
+	cerr := f.Close()
+	if err := errors.Join(terr, cerr); err != nil {
+		os.Remove(file)
+		return fmt.Errorf("pool %s: sizing pool file: %w", name, err)
+	}
+	if err := p.z.CreatePool(ctx, name, file, p.mountpoint(), []zfs.Prop{{Name: "canmount", Value: "off"}}); err != nil {
+		os.Remove(file)
+		return fmt.Errorf("pool %s: creating on %s: %w", name, file, err)
+	}
+	klog.InfoS("pool created", "pool", name, "file", file, "bytes", size)
+	return nil
+}
+
+// newPoolSize is the configured size, or 90% of the backing folder's free
+// space, leaving room for the filesystem under it.
+func (p *Pool) newPoolSize() (int64, error) {
+	size := p.cfg.Size
+	if size == 0 {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p.hostDir, &st); err != nil {
+			return 0, fmt.Errorf("pool %s: statfs %s: %w", p.cfg.Name, p.hostDir, err)
+		}
+		size = int64(st.Bavail) * st.Bsize / 10 * 9
+	}
+	if size < minPoolSize {
+		return 0, fmt.Errorf("pool %s: size %d bytes is below the minimum of %d", p.cfg.Name, size, minPoolSize)
+	}
+	return size, nil
+}
+
+func (p *Pool) mountpoint() string { return filepath.Join(p.cfg.MountRoot, p.cfg.Name) }
+
+// prepare makes the pool ready to serve: the dots parent exists and the
+// mountpoint names this node's folder (it still names the old node's after
+// the backing moved).
+func (p *Pool) prepare(ctx context.Context) error {
+	ok, err := p.z.Exists(ctx, p.dotsRoot)
+	if err != nil {
+		return fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+	}
+	if !ok {
+		if err := p.z.Create(ctx, p.dotsRoot, []zfs.Prop{{Name: "canmount", Value: "off"}}); err != nil && !zfs.IsKind(err, zfs.KindAlreadyExists) {
+			return fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+		}
+	}
+	ds, err := p.z.Get(ctx, []string{p.cfg.Name}, false, "mountpoint")
+	if err != nil {
+		return fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+	}
+	if len(ds) == 1 && ds[0].Props["mountpoint"].Value != p.mountpoint() {
+		if err := p.z.Set(ctx, p.cfg.Name, "mountpoint", p.mountpoint()); err != nil {
+			return fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// probeZvols asks the ZFS whether it can make zvols (zfs-fuse cannot; its CLI
+// aborts with "Function not implemented" and leaves nothing behind).
+func (p *Pool) probeZvols(ctx context.Context) bool {
+	probe := p.cfg.Name + "/zvol-probe"
+	err := p.z.CreateVolume(ctx, probe, 1<<20, nil)
+	if err != nil {
+		klog.V(2).InfoS("zvols not available", "pool", p.cfg.Name, "err", err)
+		return false
+	}
+	if err := p.z.Destroy(ctx, probe, false); err != nil {
+		klog.ErrorS(err, "destroying zvol probe", "pool", p.cfg.Name)
+	}
+	return true
+}
+
+// PoolInfo is what the controller needs to place and size dots.
+type PoolInfo struct {
+	Name      string
+	Node      string // the node this pool is imported on
+	Size      int64  // usable bytes (used + available of the root dataset)
+	Available int64
+	Zvols     bool // the ZFS can make zvols (raw block volumes)
+}
+
+// Info reports the pool's space; it fails when the pool is no longer imported.
+func (p *Pool) Info(ctx context.Context) (PoolInfo, error) {
+	used, avail, err := p.z.PoolSpace(ctx, p.cfg.Name)
+	if err != nil {
+		return PoolInfo{}, fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+	}
+	return PoolInfo{Name: p.cfg.Name, Node: p.cfg.Node, Size: used + avail, Available: avail, Zvols: p.zvols}, nil
+}
+
+// Close exports the pool. Export fails while a dot is still mounted by a
+// consumer; then the pool stays imported (its data is safe) and Close says so.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	ids := make([]string, 0, len(p.dots))
+	for id := range p.dots {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	for _, id := range ids {
+		if err := p.z.Unmount(ctx, p.dataset(id)); err != nil {
+			klog.V(2).InfoS("dot still in use at shutdown", "pool", p.cfg.Name, "dot", id, "err", err)
+		}
+	}
+	err := p.z.ExportPool(ctx, p.cfg.Name)
+	if err != nil {
+		err = fmt.Errorf("pool %s: export: %w", p.cfg.Name, err)
+	} else {
+		klog.InfoS("pool exported", "pool", p.cfg.Name)
+	}
+	if err == nil {
+		p.unbind()
+	}
+	if uerr := mountinfo.Unmount(p.cfg.MountRoot); uerr != nil {
+		klog.V(2).InfoS("leaving shared mount root in place", "path", p.cfg.MountRoot, "err", uerr)
+	}
+	return err
+}
+
+// Name is the pool's name.
+func (p *Pool) Name() string { return p.cfg.Name }

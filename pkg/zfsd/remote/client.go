@@ -1,0 +1,116 @@
+package remote
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/errcode"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
+)
+
+// Client reaches one node's pool. Its errors match the zfsd sentinels, so
+// it stands in for a local *zfsd.Pool.
+type Client struct{ c api.ZfsdClient }
+
+// NewClient wraps a connection to a node's zfsd.
+func NewClient(conn grpc.ClientConnInterface) *Client { return &Client{c: api.NewZfsdClient(conn)} }
+
+func (c *Client) Info(ctx context.Context) (zfsd.PoolInfo, error) {
+	r, err := c.c.Info(ctx, &api.InfoRequest{})
+	if err != nil {
+		return zfsd.PoolInfo{}, errcode.FromStatus(err)
+	}
+	return zfsd.PoolInfo{Name: r.GetName(), Node: r.GetNode(), Size: r.GetSize(), Available: r.GetAvailable(), Zvols: r.GetZvols()}, nil
+}
+
+func (c *Client) ListDots(ctx context.Context) ([]zfsd.Dot, error) {
+	r, err := c.c.ListDots(ctx, &api.ListRequest{})
+	if err != nil {
+		return nil, errcode.FromStatus(err)
+	}
+	out := make([]zfsd.Dot, 0, len(r.GetDots()))
+	for _, d := range r.GetDots() {
+		out = append(out, dotFromAPI(d))
+	}
+	return out, nil
+}
+
+func (c *Client) GetDot(ctx context.Context, id string) (zfsd.Dot, error) {
+	return dotResult(c.c.GetDot(ctx, &api.DotRef{Id: id}))
+}
+
+func (c *Client) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error) {
+	return dotResult(c.c.GetDotByName(ctx, &api.NameRef{Name: name}))
+}
+
+func (c *Client) CreateDot(ctx context.Context, s zfsd.DotSpec) (zfsd.Dot, error) {
+	return dotResult(c.c.CreateDot(ctx, &api.DotSpec{Id: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params,
+		FromCommit: s.FromCommit, FromDot: s.FromDot, CloneMode: string(s.CloneMode), Props: s.Props}))
+}
+
+func (c *Client) DeleteDot(ctx context.Context, id string) error {
+	_, err := c.c.DeleteDot(ctx, &api.DotRef{Id: id})
+	return errcode.FromStatus(err)
+}
+
+func (c *Client) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.Dot, error) {
+	return dotResult(c.c.ResizeDot(ctx, &api.ResizeRequest{Id: id, Capacity: capacity}))
+}
+
+func (c *Client) ListCommits(ctx context.Context) ([]zfsd.Commit, error) {
+	r, err := c.c.ListCommits(ctx, &api.ListRequest{})
+	if err != nil {
+		return nil, errcode.FromStatus(err)
+	}
+	out := make([]zfsd.Commit, 0, len(r.GetCommits()))
+	for _, x := range r.GetCommits() {
+		out = append(out, commitFromAPI(x))
+	}
+	return out, nil
+}
+
+func (c *Client) GetCommit(ctx context.Context, id string) (zfsd.Commit, error) {
+	return commitResult(c.c.GetCommit(ctx, &api.CommitRef{Id: id}))
+}
+
+func (c *Client) GetCommitByName(ctx context.Context, name string) (zfsd.Commit, error) {
+	return commitResult(c.c.GetCommitByName(ctx, &api.NameRef{Name: name}))
+}
+
+func (c *Client) CreateCommit(ctx context.Context, dotID, name string) (zfsd.Commit, error) {
+	return commitResult(c.c.CreateCommit(ctx, &api.CommitRequest{DotId: dotID, Name: name}))
+}
+
+func (c *Client) DeleteCommit(ctx context.Context, id string) error {
+	_, err := c.c.DeleteCommit(ctx, &api.CommitRef{Id: id})
+	return errcode.FromStatus(err)
+}
+
+func (c *Client) MountDot(ctx context.Context, id string) (string, error) {
+	r, err := c.c.MountDot(ctx, &api.DotRef{Id: id})
+	if err != nil {
+		return "", errcode.FromStatus(err)
+	}
+	return r.GetPath(), nil
+}
+
+func (c *Client) UnmountDot(ctx context.Context, id string) error {
+	_, err := c.c.UnmountDot(ctx, &api.DotRef{Id: id})
+	return errcode.FromStatus(err)
+}
+
+func dotResult(d *api.Dot, err error) (zfsd.Dot, error) {
+	if err != nil {
+		return zfsd.Dot{}, errcode.FromStatus(err)
+	}
+	return dotFromAPI(d), nil
+}
+
+func commitResult(c *api.Commit, err error) (zfsd.Commit, error) {
+	if err != nil {
+		return zfsd.Commit{}, errcode.FromStatus(err)
+	}
+	return commitFromAPI(c), nil
+}
