@@ -170,8 +170,15 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	mode := capability.GetAccessMode().GetMode()
 	if mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+		// Every mount of the dot's filesystem other than its own mountpoint
+		// (which MountDot, being idempotent, names), the staging path and
+		// this target is another publication.
+		own, err := d.store.MountDot(ctx, id)
+		if err != nil {
+			return nil, toStatus(err)
+		}
 		for _, o := range mounts {
-			if o.Major == sm.Major && o.Minor == sm.Minor && o.MountPoint != staging && o.MountPoint != target && d.inAllowed(o.MountPoint) {
+			if o.Major == sm.Major && o.Minor == sm.Minor && o.MountPoint != staging && o.MountPoint != target && o.MountPoint != own {
 				return nil, statusf(codes.FailedPrecondition, "volume %s is single-writer and already published at %s", id, o.MountPoint)
 			}
 		}
@@ -185,11 +192,6 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	klog.V(2).InfoS("volume published", "volume", id, "target", target, "readOnly", readOnly)
 	return &csi.NodePublishVolumeResponse{}, nil
-}
-
-func (d *Driver) inAllowed(p string) bool {
-	_, err := d.checkPath("path", p)
-	return err == nil
 }
 
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {

@@ -18,7 +18,7 @@ import (
 func TestSanity(t *testing.T) {
 	pool, cfg := zfsenv.Pool(t, 512<<20)
 	dir := t.TempDir()
-	d := driver.New(driver.Config{NodeID: "sanity-node", AllowedTargetDirs: []string{dir}, DefaultCapacity: 64 << 20}, pool)
+	d := driver.New(driver.Config{NodeID: "test-node", AllowedTargetDirs: []string{dir}, DefaultCapacity: 64 << 20}, pool)
 	srv := driver.NewServer(d, driver.Services{Controller: true, Node: true})
 	endpoint := "unix://" + filepath.Join(dir, "csi.sock")
 	l, err := driver.Listen(endpoint)
