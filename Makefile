@@ -51,8 +51,8 @@ test: build tools
 test-sanity:
 	@mkdir -p $(CACHE)
 	@set -o pipefail; $(GO) test -count=1 -timeout 30m -v ./e2e/sanity/... -args -ginkgo.no-color 2>&1 | tee $(CACHE)/sanity.log | \
-		grep -E '^(--- |ok |FAIL|PASS$$)|^Ran [0-9]+ of|Passed \|' ; \
-	echo "full csi-sanity log: $(CACHE)/sanity.log"
+		grep -E '^(--- |ok |FAIL|PASS$$)|^Ran [0-9]+ of|Passed \|'; rc=$$?; \
+	echo "full csi-sanity log: $(CACHE)/sanity.log"; exit $$rc
 
 test-upstream-sanity: build $(TOOLS)/csi-sanity
 	@hack/upstream-sanity.sh
