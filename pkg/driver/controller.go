@@ -124,27 +124,26 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 		return nil, err
 	}
 
-	def, floor := d.cfg.DefaultCapacity, int64(0)
+	// A branch defaults to its source's size; asking for less than the
+	// source's data is refused by ZFS and reported as OutOfRange.
+	def := d.cfg.DefaultCapacity
 	switch {
 	case src.snapshot != "":
 		c, err := d.lookupCommit(ctx, src.snapshot)
 		if err != nil {
 			return nil, err
 		}
-		def, floor = c.Size, c.Used
+		def = c.Size
 	case src.volume != "":
 		v, err := d.lookupDot(ctx, src.volume)
 		if err != nil {
 			return nil, err
 		}
-		def, floor = v.Capacity, v.Used
+		def = v.Capacity
 	}
 	size, err := capacity(req.GetCapacityRange(), def)
 	if err != nil {
 		return nil, err
-	}
-	if size < floor {
-		return nil, statusf(codes.OutOfRange, "volume %q: %d bytes cannot hold the source's %d bytes of data", name, size, floor)
 	}
 	if err := checkSpace(size, 0, info); err != nil {
 		return nil, err

@@ -31,6 +31,8 @@ func Of(err error) codes.Code {
 	case errors.Is(err, zfsd.ErrInvalid), errors.Is(err, zfs.ErrInvalid),
 		errors.Is(err, zfsd.ErrUnsupported), errors.Is(err, zfs.ErrUnsupported):
 		return codes.InvalidArgument
+	case errors.Is(err, zfsd.ErrTooSmall):
+		return codes.OutOfRange
 	case errors.Is(err, zfs.ErrOutOfSpace), errors.Is(err, zfs.ErrQuotaExceeded):
 		return codes.ResourceExhausted
 	case errors.Is(err, zfsd.ErrBusy), errors.Is(err, zfs.ErrBusy), errors.Is(err, zfs.ErrHasDependents):
@@ -71,6 +73,8 @@ func FromStatus(err error) error {
 		sentinel = zfsd.ErrInvalid
 	case codes.FailedPrecondition:
 		sentinel = zfsd.ErrBusy
+	case codes.OutOfRange:
+		sentinel = zfsd.ErrTooSmall
 	default:
 		return err
 	}

@@ -72,14 +72,34 @@ func (p *Pool) branch(ctx context.Context, commitID, ds string, mode CloneMode, 
 		return fmt.Errorf("commit %s: %w", commitID, ErrNotFound)
 	}
 	snap := p.snapshotName(commitID)
+	var err error
 	if mode == CloneDetached {
-		return p.detachedCopy(ctx, snap, ds, props)
+		err = p.detachedCopy(ctx, snap, ds, props)
+	} else {
+		err = p.z.Clone(ctx, snap, ds, zfs.PropsFromMap(props))
 	}
-	if err := p.z.Clone(ctx, snap, ds, zfs.PropsFromMap(props)); err != nil {
+	if err != nil {
+		return p.explainTooSmall(ctx, snap, d.Capacity, err)
+	}
+	if mode != CloneDetached {
+		d.Origin = snap
+	}
+	return nil
+}
+
+// explainTooSmall turns ZFS's answer to a refquota below the data a branch
+// starts with ("out of space" on zfs-fuse, "size is less than current used"
+// on OpenZFS) into ErrTooSmall. The source's size is only asked for on this
+// failure path, so a successful branch costs no extra command.
+func (p *Pool) explainTooSmall(ctx context.Context, snap string, capacity int64, err error) error {
+	if !zfs.IsKind(err, zfs.KindOutOfSpace) && !zfs.IsKind(err, zfs.KindInvalid) {
 		return err
 	}
-	d.Origin = snap
-	return nil
+	ds, gerr := p.z.Get(ctx, []string{snap}, false, "referenced")
+	if gerr != nil || len(ds) != 1 || ds[0].Bytes("referenced") <= capacity {
+		return err
+	}
+	return fmt.Errorf("%w: %d bytes cannot hold the %d bytes of %s", ErrTooSmall, capacity, ds[0].Bytes("referenced"), snap)
 }
 
 // branchDot makes ds from the current state of another dot through an
@@ -183,9 +203,6 @@ func (p *Pool) commit(ctx context.Context, dotID, name string, internal bool) (C
 	if err := p.z.Snapshot(ctx, p.snapshotName(c.ID), zfs.PropsFromMap(props)); err != nil {
 		return Commit{}, fmt.Errorf("commit of dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}
-	if ds, err := p.z.Get(ctx, []string{p.snapshotName(c.ID)}, false, "referenced"); err == nil && len(ds) == 1 {
-		c.Used = ds[0].Bytes("referenced")
-	}
 	p.mu.Lock()
 	p.commits[c.ID] = c
 	p.mu.Unlock()
@@ -229,6 +246,23 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 		return nil
 	}
 	ds := p.dataset(id)
+	if !p.hasDependantsLocked(id) {
+		// Nothing to keep: one destroy, which also takes the hidden and
+		// internal commits. Destroy unmounts and retries if ZFS says busy.
+		if err := p.z.Destroy(ctx, ds, true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+			return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
+		}
+		p.mu.Lock()
+		delete(p.dots, id)
+		for cid, c := range p.commits {
+			if c.DotID == id {
+				delete(p.commits, cid)
+			}
+		}
+		p.mu.Unlock()
+		klog.InfoS("dot destroyed", "pool", p.cfg.Name, "dot", id, "name", d.Name)
+		return p.collectLocked(ctx, p.parentOf(d))
+	}
 	if err := p.z.Unmount(ctx, ds); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
 		return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
@@ -246,6 +280,19 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 	p.mu.Unlock()
 	klog.InfoS("dot deleted", "pool", p.cfg.Name, "dot", id, "name", d.Name)
 	return p.collectLocked(ctx, id)
+}
+
+// hasDependantsLocked reports whether a dot has commits a user can still
+// see or that branches depend on. The caller holds structMu.
+func (p *Pool) hasDependantsLocked(dotID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, c := range p.commits {
+		if c.DotID == dotID && (!c.Deleted || p.branchesOfLocked(id) > 0) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Pool) collect(ctx context.Context, dotID string) error {

@@ -71,7 +71,6 @@ func (p *Pool) load(ctx context.Context) error {
 				DotID:    dotID,
 				Name:     ds.OwnValue(propCommitName),
 				Size:     atoi(ds.OwnValue(propCommitSize)),
-				Used:     ds.Bytes("referenced"),
 				Created:  parseTime(ds.OwnValue(propCommitCreated)),
 				Deleted:  ds.OwnValue(propCommitDeleted) != "",
 				Internal: ds.OwnValue(propCommitInternal) == "true",
@@ -86,7 +85,6 @@ func (p *Pool) load(ctx context.Context) error {
 			Source:   ds.OwnValue(propSource),
 			Created:  parseTime(ds.OwnValue(propCreated)),
 			Deleted:  ds.OwnValue(propDeleted) != "",
-			Used:     ds.Bytes("referenced"),
 		}
 		if o := ds.Props["origin"].Value; o != "-" && o != "" {
 			d.Origin = o

@@ -17,6 +17,8 @@ var (
 	ErrInvalid       = errors.New("invalid")
 	ErrUnsupported   = errors.New("unsupported by this ZFS")
 	ErrBusy          = errors.New("busy")
+	// ErrTooSmall: the requested capacity cannot hold the source's data.
+	ErrTooSmall = errors.New("capacity too small for the source's data")
 )
 
 // CloneMode says how a branch is made.
@@ -40,7 +42,6 @@ type Dot struct {
 	Created  time.Time
 	Deleted  bool   // hidden: deleted by the user, kept while others depend on it
 	Origin   string // ZFS origin snapshot of an instant branch, "" otherwise
-	Used     int64  // referenced bytes
 }
 
 // Commit is a snapshot of a dot: <pool>/dots/<dot-id>@<commit-id>.
@@ -91,7 +92,7 @@ const (
 var dotProps = []string{propName, propCapacity, propParams, propSource, propCreated, propDeleted}
 
 var loadProps = []string{
-	"type", "origin", "referenced", "refquota",
+	"type", "origin",
 	propManaged, propID, propName, propCapacity, propParams, propSource, propCreated, propDeleted,
 	propCommitName, propCommitSize, propCommitCreated, propCommitDeleted, propCommitInternal,
 }

@@ -144,6 +144,17 @@ func TestBranchEqualsItsCommit(t *testing.T) {
 			}
 		})
 	}
+	// A branch too small for the commit's data is refused and leaves nothing.
+	for _, mode := range []zfsd.CloneMode{zfsd.CloneInstant, zfsd.CloneDetached} {
+		id := uuid.NewString()
+		_, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: id, Name: "tiny-" + string(mode), Capacity: 1 << 20, FromCommit: c.ID, CloneMode: mode})
+		if !errors.Is(err, zfsd.ErrTooSmall) {
+			t.Errorf("%s branch of 1 MiB from 4 MiB of data: %v, want ErrTooSmall", mode, err)
+		}
+		if exists(t, p.Name()+"/dots/"+id) {
+			t.Errorf("%s: refused branch left its dataset", mode)
+		}
+	}
 	// A branch of a dot (not a commit) sees the dot's current data.
 	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "from-dot", Capacity: 64 << 20, FromDot: d.ID})
 	if err != nil {

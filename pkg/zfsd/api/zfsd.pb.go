@@ -350,7 +350,6 @@ type Dot struct {
 	Source          string                 `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	Origin          string                 `protobuf:"bytes,7,opt,name=origin,proto3" json:"origin,omitempty"`
-	Used            int64                  `protobuf:"varint,8,opt,name=used,proto3" json:"used,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -432,13 +431,6 @@ func (x *Dot) GetOrigin() string {
 		return x.Origin
 	}
 	return ""
-}
-
-func (x *Dot) GetUsed() int64 {
-	if x != nil {
-		return x.Used
-	}
-	return 0
 }
 
 type DotList struct {
@@ -643,7 +635,6 @@ type Commit struct {
 	DotId           string                 `protobuf:"bytes,2,opt,name=dot_id,json=dotId,proto3" json:"dot_id,omitempty"`
 	Name            string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	Size            int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	Used            int64                  `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -703,13 +694,6 @@ func (x *Commit) GetName() string {
 func (x *Commit) GetSize() int64 {
 	if x != nil {
 		return x.Size
-	}
-	return 0
-}
-
-func (x *Commit) GetUsed() int64 {
-	if x != nil {
-		return x.Used
 	}
 	return 0
 }
@@ -881,7 +865,7 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1c\n" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x14\n" +
-	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xaa\x02\n" +
+	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\x9c\x02\n" +
 	"\x03Dot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -889,11 +873,10 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x06params\x18\x04 \x03(\v2 .dotmesh.zfsd.v1.Dot.ParamsEntryR\x06params\x12\x16\n" +
 	"\x06source\x18\x05 \x01(\tR\x06source\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12\x16\n" +
-	"\x06origin\x18\a \x01(\tR\x06origin\x12\x12\n" +
-	"\x04used\x18\b \x01(\x03R\x04used\x1a9\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\b\x10\t\"3\n" +
 	"\aDotList\x12(\n" +
 	"\x04dots\x18\x01 \x03(\v2\x14.dotmesh.zfsd.v1.DotR\x04dots\"\x92\x03\n" +
 	"\aDotSpec\x12\x0e\n" +
@@ -916,14 +899,13 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
 	"\rResizeRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\bcapacity\x18\x02 \x01(\x03R\bcapacity\"\x97\x01\n" +
+	"\bcapacity\x18\x02 \x01(\x03R\bcapacity\"\x89\x01\n" +
 	"\x06Commit\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06dot_id\x18\x02 \x01(\tR\x05dotId\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04used\x18\x05 \x01(\x03R\x04used\x12*\n" +
-	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"?\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12*\n" +
+	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNanoJ\x04\b\x05\x10\x06\"?\n" +
 	"\n" +
 	"CommitList\x121\n" +
 	"\acommits\x18\x01 \x03(\v2\x17.dotmesh.zfsd.v1.CommitR\acommits\":\n" +

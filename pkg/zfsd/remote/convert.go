@@ -25,7 +25,7 @@ func fromUnixNano(n int64) time.Time {
 
 func dotToAPI(d zfsd.Dot) *api.Dot {
 	return &api.Dot{Id: d.ID, Name: d.Name, Capacity: d.Capacity, Params: d.Params, Source: d.Source,
-		CreatedUnixNano: unixNano(d.Created), Origin: d.Origin, Used: d.Used}
+		CreatedUnixNano: unixNano(d.Created), Origin: d.Origin}
 }
 
 func dotFromAPI(d *api.Dot) zfsd.Dot {
@@ -34,14 +34,14 @@ func dotFromAPI(d *api.Dot) zfsd.Dot {
 		p = map[string]string{}
 	}
 	return zfsd.Dot{ID: d.GetId(), Name: d.GetName(), Capacity: d.GetCapacity(), Params: p, Source: d.GetSource(),
-		Created: fromUnixNano(d.GetCreatedUnixNano()), Origin: d.GetOrigin(), Used: d.GetUsed()}
+		Created: fromUnixNano(d.GetCreatedUnixNano()), Origin: d.GetOrigin()}
 }
 
 func commitToAPI(c zfsd.Commit) *api.Commit {
-	return &api.Commit{Id: c.ID, DotId: c.DotID, Name: c.Name, Size: c.Size, Used: c.Used, CreatedUnixNano: unixNano(c.Created)}
+	return &api.Commit{Id: c.ID, DotId: c.DotID, Name: c.Name, Size: c.Size, CreatedUnixNano: unixNano(c.Created)}
 }
 
 func commitFromAPI(c *api.Commit) zfsd.Commit {
-	return zfsd.Commit{ID: c.GetId(), DotID: c.GetDotId(), Name: c.GetName(), Size: c.GetSize(), Used: c.GetUsed(),
+	return zfsd.Commit{ID: c.GetId(), DotID: c.GetDotId(), Name: c.GetName(), Size: c.GetSize(),
 		Created: fromUnixNano(c.GetCreatedUnixNano())}
 }
