@@ -41,7 +41,7 @@ lint: $(TOOLS)/staticcheck
 # `make test` is what CI runs (.ci/run): unit tests, integration tests on
 # real zfs-fuse, in-process csi-sanity (one driver process, then the split
 # binaries), and the upstream csi-sanity binary against the standalone driver.
-test: build tools
+test: build tools lint
 	@hack/zfs-fuse.sh start
 	@trap 'hack/zfs-fuse.sh stop' EXIT; set -o pipefail; \
 	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... && \
