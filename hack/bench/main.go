@@ -183,7 +183,10 @@ func run(bin, work string, n, bigMiB int) (err error) {
 	var restored []string
 	for i := 0; i < n; i++ {
 		var id string
-		t, err := timed(func() (e error) { id, e = d.CreateVolume(ctx, fmt.Sprintf("bench-restore-%d", i), volSize, snaps[i]); return })
+		t, err := timed(func() (e error) {
+			id, e = d.CreateVolume(ctx, fmt.Sprintf("bench-restore-%d", i), volSize, snaps[i])
+			return
+		})
 		if err != nil {
 			return err
 		}
