@@ -333,3 +333,74 @@ func TestHundredDifferentCreatesAllSucceed(t *testing.T) {
 		t.Fatalf("paged through %d volumes, want 100", total)
 	}
 }
+
+func TestPublishReadWriteAndReadOnly(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vol := e.create(t, "pub")
+	id := vol.GetVolumeId()
+	staging := filepath.Join(e.allowed, "staging")
+	rw := filepath.Join(e.allowed, "pods", "a", "mount")
+	ro := filepath.Join(e.allowed, "pods", "b", "mount")
+	stage := &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap()[0]}
+	for range 2 { // idempotent
+		if _, err := e.d.NodeStageVolume(ctx, stage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []struct {
+		target   string
+		readOnly bool
+	}{{rw, false}, {ro, true}, {rw, false}} {
+		if _, err := e.d.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
+			TargetPath: p.target, VolumeCapability: mountCap()[0], Readonly: p.readOnly}); err != nil {
+			t.Fatalf("publish %s: %v", p.target, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range []string{ro, rw, staging} {
+			_ = mountinfo.Unmount(p)
+		}
+	})
+	want := []byte("written through the read-write target")
+	if err := os.WriteFile(filepath.Join(rw, "f"), want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(ro, "f"))
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("read-only target reads %q, %v", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(ro, "g"), want, 0o600); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("write through the read-only target: %v", err)
+	}
+	st, err := e.d.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: rw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total := st.GetUsage()[0].GetTotal(); total <= 0 || total > 17<<20 {
+		t.Fatalf("stats total %d bytes for a 16 MiB volume", total)
+	}
+	for _, p := range []string{rw, ro, rw} {
+		if _, err := e.d.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if _, err := e.d.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := e.mountsUnder(t, e.allowed); len(m) != 0 {
+		t.Fatalf("mounts left after unpublish and unstage: %q", m)
+	}
+	out, err := exec.Command("zfs", "get", "-H", "-o", "value", "mounted", e.cfg.Name+"/dots/"+id).Output()
+	if err != nil || strings.TrimSpace(string(out)) != "no" {
+		t.Fatalf("dot still mounted after unstage: %q, %v", out, err)
+	}
+	if _, err := e.d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if ds := e.datasets(t); len(ds) != 0 {
+		t.Fatalf("datasets after delete: %q", ds)
+	}
+}
