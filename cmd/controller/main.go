@@ -45,30 +45,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d := driver.New(driver.Config{Name: *driverName, Version: version}, remote.NewClient(conn))
-	srv := driver.NewServer(d, driver.Services{Controller: true})
-	l, err := driver.Listen(*endpoint)
+	err = driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true})})
+	klog.Flush()
 	if err != nil {
-		klog.ErrorS(err, "CSI endpoint")
 		os.Exit(1)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	klog.InfoS("serving", "endpoint", *endpoint, "zfsd", *zfsdAddr)
-	code := 0
-	select {
-	case <-ctx.Done():
-		klog.InfoS("shutting down on signal")
-	case err := <-errc:
-		klog.ErrorS(err, "server stopped")
-		code = 1
-	}
-	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		srv.Stop()
-	}
-	klog.Flush()
-	os.Exit(code)
 }

@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -83,39 +82,18 @@ func main() {
 
 	d := driver.New(driver.Config{Name: *driverName, Version: version, NodeID: *nodeID,
 		AllowedTargetDirs: splitList(*allowed), DefaultCapacity: defSize}, pool)
-	servers := []*grpc.Server{}
-	errc := make(chan error, 2)
-	csiSrv := driver.NewServer(d, driver.Services{Controller: *standalone, Node: true})
-	if err := serve(csiSrv, *endpoint, errc); err != nil {
-		klog.ErrorS(err, "CSI endpoint")
-		closePool(pool)
-		os.Exit(1)
-	}
-	servers = append(servers, csiSrv)
+	eps := []driver.Endpoint{{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: *standalone, Node: true})}}
 	if *zfsdEndpoint != "" {
 		zs := grpc.NewServer()
 		api.RegisterZfsdServer(zs, remote.NewServer(pool))
-		if err := serve(zs, *zfsdEndpoint, errc); err != nil {
-			klog.ErrorS(err, "zfsd endpoint")
-			csiSrv.Stop()
-			closePool(pool)
-			os.Exit(1)
-		}
-		servers = append(servers, zs)
+		eps = append(eps, driver.Endpoint{Address: *zfsdEndpoint, Server: zs})
 	}
-	klog.InfoS("serving", "endpoint", *endpoint, "standalone", *standalone, "node", *nodeID, "pool", *poolName, "zfsd", *zfsdEndpoint)
-
+	klog.InfoS("starting", "standalone", *standalone, "node", *nodeID, "pool", *poolName)
 	code := 0
-	select {
-	case <-ctx.Done():
-		klog.InfoS("shutting down on signal")
-	case err := <-errc:
-		klog.ErrorS(err, "server stopped")
+	if err := driver.Serve(ctx, 20*time.Second, eps...); err != nil {
 		code = 1
 	}
-	for _, s := range servers {
-		gracefulStop(s, 20*time.Second)
-	}
+	// Export only after every server has stopped: no call is using the pool.
 	if err := closePool(pool); err != nil {
 		code = 1
 	}
@@ -127,26 +105,6 @@ func main() {
 func DefaultPoolName(dir string) string {
 	h := sha256.Sum256([]byte(dir))
 	return "dotmesh-" + hex.EncodeToString(h[:4])
-}
-
-func serve(s *grpc.Server, endpoint string, errc chan<- error) error {
-	l, err := driver.Listen(endpoint)
-	if err != nil {
-		return err
-	}
-	go func(l net.Listener) { errc <- s.Serve(l) }(l)
-	return nil
-}
-
-// gracefulStop lets in-flight calls finish, within a bound.
-func gracefulStop(s *grpc.Server, limit time.Duration) {
-	done := make(chan struct{})
-	go func() { s.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(limit):
-		s.Stop()
-	}
 }
 
 func closePool(p *zfsd.Pool) error {

@@ -69,3 +69,46 @@ func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler 
 	}
 	return resp, err
 }
+
+// Endpoint is a gRPC server to serve at an address.
+type Endpoint struct {
+	Address string // unix:///path or tcp://host:port
+	Server  *grpc.Server
+}
+
+// Serve listens on every endpoint, serves until ctx ends or a server
+// fails, then lets in-flight calls finish (at most limit) and stops them
+// all. A listen failure stops what was started and returns at once.
+func Serve(ctx context.Context, limit time.Duration, eps ...Endpoint) error {
+	errc := make(chan error, len(eps))
+	started := 0
+	var err error
+	for _, ep := range eps {
+		l, lerr := Listen(ep.Address)
+		if lerr != nil {
+			err = lerr
+			break
+		}
+		go func() { errc <- ep.Server.Serve(l) }()
+		started++
+		klog.InfoS("serving", "endpoint", ep.Address)
+	}
+	if err == nil {
+		select {
+		case <-ctx.Done():
+			klog.InfoS("shutting down", "reason", context.Cause(ctx))
+		case err = <-errc:
+			klog.ErrorS(err, "server stopped")
+		}
+	}
+	for _, ep := range eps[:started] {
+		done := make(chan struct{})
+		go func() { ep.Server.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(limit):
+			ep.Server.Stop()
+		}
+	}
+	return err
+}
