@@ -85,7 +85,7 @@ func main() {
 	eps := []driver.Endpoint{{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: *standalone, Node: true})}}
 	if *zfsdEndpoint != "" {
 		zs := grpc.NewServer()
-		api.RegisterZfsdServer(zs, remote.NewServer(pool))
+		api.RegisterZfsdServer(zs, remote.NewServer(pool, nil))
 		eps = append(eps, driver.Endpoint{Address: *zfsdEndpoint, Server: zs})
 	}
 	klog.InfoS("starting", "standalone", *standalone, "node", *nodeID, "pool", *poolName)

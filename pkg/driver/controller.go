@@ -44,18 +44,15 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
-	info, err := d.store.Info(ctx)
+	pools, err := d.pools(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	if err := checkCapabilities(req.GetVolumeCapabilities(), info.Zvols); err != nil {
+	if err := checkCapabilities(req.GetVolumeCapabilities(), anyZvols(pools)); err != nil {
 		return nil, err
 	}
 	src, err := contentSource(req.GetVolumeContentSource())
 	if err != nil {
-		return nil, err
-	}
-	if err := d.checkTopology(req.GetAccessibilityRequirements(), info.Node); err != nil {
 		return nil, err
 	}
 	rel, err := d.lockOrAbort("volume-name/" + name)
@@ -63,7 +60,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, err
 	}
 	defer rel()
-	resp, err := d.createVolume(ctx, req, info, props, mode, src)
+	resp, err := d.createVolume(ctx, req, pools, props, mode, src)
 	return resp, toStatus(err)
 }
 
@@ -100,33 +97,21 @@ func (s source) String() string {
 	return ""
 }
 
-func (d *Driver) checkTopology(tr *csi.TopologyRequirement, node string) error {
-	if len(tr.GetRequisite()) == 0 {
-		return nil
-	}
-	for _, t := range tr.GetRequisite() {
-		if n, ok := t.GetSegments()[TopologyKey]; !ok || n == node {
-			return nil
-		}
-	}
-	return statusf(codes.ResourceExhausted, "no pool in the requisite topology: this driver serves node %q", node)
-}
-
-func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest, info zfsd.PoolInfo, props map[string]string, mode zfsd.CloneMode, src source) (*csi.CreateVolumeResponse, error) {
+func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest, pools []zfsd.PoolInfo, props map[string]string, mode zfsd.CloneMode, src source) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
 	if existing, err := d.store.GetDotByName(ctx, name); err == nil {
 		if !fits(existing.Capacity, req.GetCapacityRange()) || existing.Source != src.String() ||
 			!maps.Equal(existing.Params, nonNil(req.GetParameters())) {
 			return nil, statusf(codes.AlreadyExists, "volume %q exists as %s with other arguments (capacity %d, source %q)", name, existing.ID, existing.Capacity, existing.Source)
 		}
-		return d.volumeResponse(existing, info, req.GetVolumeContentSource()), nil
+		return volumeResponse(existing, pools, req.GetVolumeContentSource()), nil
 	} else if !errors.Is(err, zfsd.ErrNotFound) {
 		return nil, err
 	}
 
 	// A branch defaults to its source's size; asking for less than the
 	// source's data is refused by ZFS and reported as OutOfRange.
-	def := d.cfg.DefaultCapacity
+	def, near := d.cfg.DefaultCapacity, ""
 	switch {
 	case src.snapshot != "":
 		c, err := d.lookupCommit(ctx, src.snapshot)
@@ -134,27 +119,31 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 			return nil, err
 		}
 		def = c.Size
+		if v, err := d.store.GetDot(ctx, c.DotID); err == nil {
+			near = v.Pool
+		}
 	case src.volume != "":
 		v, err := d.lookupDot(ctx, src.volume)
 		if err != nil {
 			return nil, err
 		}
-		def = v.Capacity
+		def, near = v.Capacity, v.Pool
 	}
 	size, err := capacity(req.GetCapacityRange(), def)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSpace(size, 0, info); err != nil {
+	target, err := place(pools, req.GetAccessibilityRequirements(), size, near)
+	if err != nil {
 		return nil, err
 	}
-	spec := zfsd.DotSpec{ID: uuid.NewString(), Name: name, Capacity: size, Params: nonNil(req.GetParameters()),
+	spec := zfsd.DotSpec{Pool: target.Name, ID: uuid.NewString(), Name: name, Capacity: size, Params: nonNil(req.GetParameters()),
 		FromCommit: src.snapshot, FromDot: src.volume, CloneMode: mode, Props: props}
 	dot, err := d.store.CreateDot(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	return d.volumeResponse(dot, info, req.GetVolumeContentSource()), nil
+	return volumeResponse(dot, pools, req.GetVolumeContentSource()), nil
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -190,13 +179,15 @@ func (d *Driver) lookupCommit(ctx context.Context, id string) (zfsd.Commit, erro
 	return d.store.GetCommit(ctx, id)
 }
 
-func (d *Driver) volumeResponse(dot zfsd.Dot, info zfsd.PoolInfo, cs *csi.VolumeContentSource) *csi.CreateVolumeResponse {
+// volumeResponse describes a dot where its master pool is. In a cluster the
+// dot follows its pod, so the topology is where it is now, not a limit.
+func volumeResponse(dot zfsd.Dot, pools []zfsd.PoolInfo, cs *csi.VolumeContentSource) *csi.CreateVolumeResponse {
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:           dot.ID,
 		CapacityBytes:      dot.Capacity,
 		ContentSource:      cs,
-		VolumeContext:      map[string]string{"pool": info.Name},
-		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{TopologyKey: info.Node}}},
+		VolumeContext:      map[string]string{"pool": dot.Pool},
+		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{TopologyKey: nodeOf(pools, dot.Pool)}}},
 	}}
 }
 
@@ -228,14 +219,16 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, invalidf("volume capabilities are required")
 	}
-	if _, err := d.lookupDot(ctx, id); err != nil {
-		return nil, toStatus(err)
-	}
-	info, err := d.store.Info(ctx)
+	dot, err := d.lookupDot(ctx, id)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := checkCapabilities(req.GetVolumeCapabilities(), info.Zvols); err != nil {
+	pools, err := d.pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, _ := poolNamed(pools, dot.Pool)
+	if err := checkCapabilities(req.GetVolumeCapabilities(), p.Zvols); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
 	if _, _, err := volumeParams(req.GetParameters()); err != nil {
@@ -274,9 +267,9 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	info, err := d.store.Info(ctx)
+	pools, err := d.pools(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	start, end, next, err := page(len(dots), req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
@@ -284,7 +277,7 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	}
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, dot := range dots[start:end] {
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.volumeResponse(dot, info, nil).Volume})
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: volumeResponse(dot, pools, nil).Volume})
 	}
 	return resp, nil
 }
@@ -293,25 +286,26 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	if _, _, err := volumeParams(req.GetParameters()); err != nil {
 		return nil, err
 	}
-	info, err := d.store.Info(ctx)
+	pools, err := d.pools(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if len(req.GetVolumeCapabilities()) > 0 {
-		if err := checkCapabilities(req.GetVolumeCapabilities(), info.Zvols); err != nil {
+		if err := checkCapabilities(req.GetVolumeCapabilities(), anyZvols(pools)); err != nil {
 			return &csi.GetCapacityResponse{}, nil
 		}
 	}
-	if seg := req.GetAccessibleTopology().GetSegments(); seg != nil {
-		if n, ok := seg[TopologyKey]; ok && n != info.Node {
-			return &csi.GetCapacityResponse{}, nil
+	// KEP-1472: per topology segment, the largest single volume that fits,
+	// which is the free space of the emptiest pool there.
+	var best int64
+	for _, p := range pools {
+		if inTopology(p, []*csi.Topology{req.GetAccessibleTopology()}) {
+			best = max(best, p.Available)
 		}
 	}
-	// KEP-1472: the largest single volume that fits, which for one pool is
-	// its free space.
 	return &csi.GetCapacityResponse{
-		AvailableCapacity: info.Available,
-		MaximumVolumeSize: wrapInt64(info.Available),
+		AvailableCapacity: best,
+		MaximumVolumeSize: wrapInt64(best),
 		MinimumVolumeSize: wrapInt64(minCapacity),
 	}, nil
 }
@@ -343,10 +337,11 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 		return nil, err
 	}
 	if size > dot.Capacity {
-		info, err := d.store.Info(ctx)
+		pools, err := d.pools(ctx)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
+		info, _ := poolNamed(pools, dot.Pool)
 		if err := checkSpace(size, dot.Capacity, info); err != nil {
 			return nil, err
 		}

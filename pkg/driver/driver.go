@@ -17,10 +17,12 @@ import (
 // honours: the node a pool is imported on.
 const TopologyKey = "dotmesh.io/node"
 
-// Store is the pool the services work on: a local *zfsd.Pool in the node
-// and in standalone mode, or a node's zfsd reached over its API.
+// Store is what the services work on: a local *zfsd.Pool in standalone
+// mode, a node's zfsd reached over its API, or the whole cluster (pkg/mesh).
+// Dots and commits are addressed by ID wherever they live; MountDot makes
+// the dot writable on this node first (a handoff, in a cluster).
 type Store interface {
-	Info(ctx context.Context) (zfsd.PoolInfo, error)
+	Pools(ctx context.Context) ([]zfsd.PoolInfo, error)
 	ListDots(ctx context.Context) ([]zfsd.Dot, error)
 	GetDot(ctx context.Context, id string) (zfsd.Dot, error)
 	GetDotByName(ctx context.Context, name string) (zfsd.Dot, error)

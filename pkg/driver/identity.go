@@ -27,7 +27,7 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 
 // Probe is ready while the pool answers.
 func (d *Driver) Probe(ctx context.Context, _ *csi.ProbeRequest) (*csi.ProbeResponse, error) {
-	if _, err := d.store.Info(ctx); err != nil {
+	if _, err := d.pools(ctx); err != nil {
 		return nil, statusf(unavailable, "pool not ready: %v", err)
 	}
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil

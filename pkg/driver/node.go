@@ -52,11 +52,11 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if req.GetVolumeCapability() == nil {
 		return nil, invalidf("volume capability is required")
 	}
-	info, err := d.store.Info(ctx)
+	pools, err := d.pools(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	if err := checkCapability(req.GetVolumeCapability(), info.Zvols); err != nil {
+	if err := checkCapability(req.GetVolumeCapability(), anyZvols(pools)); err != nil {
 		return nil, err
 	}
 	rel, err := d.lockOrAbort("volume/" + id)

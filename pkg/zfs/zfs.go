@@ -424,7 +424,9 @@ func (c *Client) Rename(ctx context.Context, from, to string) error {
 
 // SendOptions selects a full or incremental stream.
 type SendOptions struct {
-	From       string // incremental base snapshot ("" for full)
+	From       string // -i: incremental from this snapshot
+	FromAll    string // -I: incremental with every snapshot in between
+	Replicate  bool   // -R: the dataset with all its snapshots up to this one
 	Properties bool   // -p: carry properties
 }
 
@@ -437,11 +439,17 @@ func (c *Client) Send(ctx context.Context, snap string, o SendOptions, w io.Writ
 	if o.Properties {
 		args = append(args, "-p")
 	}
-	if o.From != "" {
-		if err := ValidateSnapshot(o.From); err != nil {
+	if o.Replicate {
+		args = append(args, "-R")
+	}
+	for flag, from := range map[string]string{"-i": o.From, "-I": o.FromAll} {
+		if from == "" {
+			continue
+		}
+		if err := ValidateSnapshot(from); err != nil {
 			return 0, err
 		}
-		args = append(args, "-i", o.From)
+		args = append(args, flag, from)
 	}
 	args = append(args, snap)
 	p, err := c.run.Start(ctx, c.opts.ZFS, args...)

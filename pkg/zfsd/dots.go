@@ -20,8 +20,11 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 	if _, err := uuid.Parse(s.ID); err != nil {
 		return Dot{}, fmt.Errorf("dot %q: %w: id must be a UUID", s.ID, ErrInvalid)
 	}
+	if s.Pool != "" && s.Pool != p.cfg.Name {
+		return Dot{}, fmt.Errorf("dot %s asked for pool %s, this is pool %s: %w", s.ID, s.Pool, p.cfg.Name, ErrInvalid)
+	}
 	now := time.Now()
-	d := &Dot{ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now}
+	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now}
 	props := map[string]string{
 		"canmount":   "noauto",
 		"refquota":   strconv.FormatInt(s.Capacity, 10),
@@ -288,7 +291,7 @@ func (p *Pool) hasDependantsLocked(dotID string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, c := range p.commits {
-		if c.DotID == dotID && (!c.Deleted || p.branchesOfLocked(id) > 0) {
+		if c.DotID == dotID && (c.visible() || p.branchesOfLocked(id) > 0) {
 			return true
 		}
 	}
@@ -317,7 +320,8 @@ func (p *Pool) collectLocked(ctx context.Context, dotID string) error {
 			switch {
 			case p.branchesOfLocked(id) > 0:
 				keep++
-			case c.Deleted:
+			case c.Deleted, ok && d.Deleted && !c.visible():
+				// Hidden, or a nameless handoff commit of a deleted dot.
 				doomed = append(doomed, id)
 			default:
 				keep++

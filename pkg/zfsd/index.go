@@ -57,6 +57,29 @@ func (p *Pool) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pool %s: loading dots: %w", p.cfg.Name, err)
 	}
+	dots, commits := p.parse(list)
+	// A half-made detached copy carries its origin's ID: the driver died
+	// between receiving it and marking it as its own. It is ours and
+	// incomplete, so it goes.
+	for _, ds := range list {
+		rel := strings.TrimPrefix(ds.Name, p.dotsRoot+"/")
+		if ds.Type() != "snapshot" && ds.Props[propManaged].Value == "true" && ds.OwnValue(propID) != rel {
+			klog.InfoS("found a half-made dot; destroying it", "pool", p.cfg.Name, "dataset", ds.Name)
+			if err := p.z.Destroy(ctx, ds.Name, true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+				klog.ErrorS(err, "destroying half-made dot", "dataset", ds.Name)
+			}
+		}
+	}
+	p.mu.Lock()
+	p.dots, p.commits = dots, commits
+	p.mu.Unlock()
+	return nil
+}
+
+// parse builds index entries from `zfs get` output. Datasets without
+// io.dotmesh:managed are not ours and are ignored (architecture rule 4), and
+// so are half-made copies whose ID is not their own.
+func (p *Pool) parse(list []zfs.Dataset) (map[string]*Dot, map[string]*Commit) {
 	dots := map[string]*Dot{}
 	commits := map[string]*Commit{}
 	for _, ds := range list {
@@ -77,8 +100,12 @@ func (p *Pool) load(ctx context.Context) error {
 			}
 			continue
 		}
+		if ds.OwnValue(propID) != rel || strings.Contains(rel, "/") {
+			continue
+		}
 		d := &Dot{
-			ID:       ds.OwnValue(propID),
+			Pool:     p.cfg.Name,
+			ID:       rel,
 			Name:     ds.OwnValue(propName),
 			Capacity: atoi(ds.OwnValue(propCapacity)),
 			Params:   decodeParams(ds.OwnValue(propParams)),
@@ -89,16 +116,6 @@ func (p *Pool) load(ctx context.Context) error {
 		if o := ds.Props["origin"].Value; o != "-" && o != "" {
 			d.Origin = o
 		}
-		if d.ID != rel || strings.Contains(rel, "/") {
-			// A detached copy whose receive finished but whose properties
-			// were never all set: the driver died half-way. It carries the
-			// origin's ID, so it is ours and incomplete.
-			klog.InfoS("found a half-made dot; destroying it", "pool", p.cfg.Name, "dataset", ds.Name)
-			if err := p.z.Destroy(ctx, ds.Name, true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
-				klog.ErrorS(err, "destroying half-made dot", "dataset", ds.Name)
-			}
-			continue
-		}
 		dots[rel] = d
 	}
 	for id, c := range commits {
@@ -106,10 +123,7 @@ func (p *Pool) load(ctx context.Context) error {
 			delete(commits, id)
 		}
 	}
-	p.mu.Lock()
-	p.dots, p.commits = dots, commits
-	p.mu.Unlock()
-	return nil
+	return dots, commits
 }
 
 func atoi(s string) int64 {
@@ -169,7 +183,7 @@ func (p *Pool) ListCommits(context.Context) ([]Commit, error) {
 	defer p.mu.Unlock()
 	out := make([]Commit, 0, len(p.commits))
 	for _, c := range p.commits {
-		if !c.Deleted && !c.Internal {
+		if c.visible() {
 			out = append(out, *c)
 		}
 	}
@@ -182,7 +196,7 @@ func (p *Pool) GetCommit(_ context.Context, id string) (Commit, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.commits[id]
-	if !ok || c.Deleted || c.Internal {
+	if !ok || !c.visible() {
 		return Commit{}, fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, ErrNotFound)
 	}
 	return *c, nil
@@ -193,7 +207,7 @@ func (p *Pool) GetCommitByName(_ context.Context, name string) (Commit, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.commits {
-		if !c.Deleted && !c.Internal && c.Name == name {
+		if c.visible() && c.Name == name {
 			return *c, nil
 		}
 	}

@@ -252,6 +252,15 @@ type PoolInfo struct {
 	Zvols     bool // the ZFS can make zvols (raw block volumes)
 }
 
+// Pools answers for a single pool: itself.
+func (p *Pool) Pools(ctx context.Context) ([]PoolInfo, error) {
+	i, err := p.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return []PoolInfo{i}, nil
+}
+
 // Info reports the pool's space; it fails when the pool is no longer imported.
 func (p *Pool) Info(ctx context.Context) (PoolInfo, error) {
 	used, avail, err := p.z.PoolSpace(ctx, p.cfg.Name)

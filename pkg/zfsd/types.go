@@ -34,6 +34,7 @@ const (
 
 // Dot is one persistent volume: <pool>/dots/<id>.
 type Dot struct {
+	Pool     string // the pool this copy is on
 	ID       string
 	Name     string // the CSI volume name, unique on the pool
 	Capacity int64  // bytes; enforced by refquota
@@ -58,6 +59,7 @@ type Commit struct {
 
 // DotSpec asks for a new dot.
 type DotSpec struct {
+	Pool     string // where to make it; a single pool checks it is the one asked for
 	ID       string
 	Name     string
 	Capacity int64
@@ -96,3 +98,7 @@ var loadProps = []string{
 	propManaged, propID, propName, propCapacity, propParams, propSource, propCreated, propDeleted,
 	propCommitName, propCommitSize, propCommitCreated, propCommitDeleted, propCommitInternal,
 }
+
+// visible reports whether CSI sees a commit: not hidden, and made for a CSI
+// snapshot (internal and handoff commits have no name).
+func (c *Commit) visible() bool { return !c.Deleted && !c.Internal && c.Name != "" }

@@ -25,6 +25,378 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Snapshot struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // the commit part: <commit-id>
+	Guid          string                 `protobuf:"bytes,2,opt,name=guid,proto3" json:"guid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_zfsd_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Snapshot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Snapshot) GetGuid() string {
+	if x != nil {
+		return x.Guid
+	}
+	return ""
+}
+
+type SnapshotList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotList) Reset() {
+	*x = SnapshotList{}
+	mi := &file_zfsd_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotList) ProtoMessage() {}
+
+func (x *SnapshotList) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotList.ProtoReflect.Descriptor instead.
+func (*SnapshotList) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SnapshotList) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+type ReceiveHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DotId         string                 `protobuf:"bytes,1,opt,name=dot_id,json=dotId,proto3" json:"dot_id,omitempty"`
+	Base          string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`     // incremental base commit, "" for a full stream
+	Commit        string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"` // the newest commit in the stream
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveHeader) Reset() {
+	*x = ReceiveHeader{}
+	mi := &file_zfsd_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveHeader) ProtoMessage() {}
+
+func (x *ReceiveHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveHeader.ProtoReflect.Descriptor instead.
+func (*ReceiveHeader) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReceiveHeader) GetDotId() string {
+	if x != nil {
+		return x.DotId
+	}
+	return ""
+}
+
+func (x *ReceiveHeader) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *ReceiveHeader) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+type ReceiveChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ReceiveHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // first message only
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveChunk) Reset() {
+	*x = ReceiveChunk{}
+	mi := &file_zfsd_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveChunk) ProtoMessage() {}
+
+func (x *ReceiveChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveChunk.ProtoReflect.Descriptor instead.
+func (*ReceiveChunk) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReceiveChunk) GetHeader() *ReceiveHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ReceiveChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ReceiveReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveReply) Reset() {
+	*x = ReceiveReply{}
+	mi := &file_zfsd_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveReply) ProtoMessage() {}
+
+func (x *ReceiveReply) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveReply.ProtoReflect.Descriptor instead.
+func (*ReceiveReply) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReceiveReply) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type PushRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DotId         string                 `protobuf:"bytes,1,opt,name=dot_id,json=dotId,proto3" json:"dot_id,omitempty"`
+	TargetAddress string                 `protobuf:"bytes,2,opt,name=target_address,json=targetAddress,proto3" json:"target_address,omitempty"` // the receiving zfsd, host:port
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushRequest) Reset() {
+	*x = PushRequest{}
+	mi := &file_zfsd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushRequest) ProtoMessage() {}
+
+func (x *PushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
+func (*PushRequest) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PushRequest) GetDotId() string {
+	if x != nil {
+		return x.DotId
+	}
+	return ""
+}
+
+func (x *PushRequest) GetTargetAddress() string {
+	if x != nil {
+		return x.TargetAddress
+	}
+	return ""
+}
+
+type PushReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`       // stream bytes sent
+	Base          string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`          // "" when the target was seeded in full
+	Commit        string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`      // the newest commit the target now holds
+	Reseeded      bool                   `protobuf:"varint,4,opt,name=reseeded,proto3" json:"reseeded,omitempty"` // the target had diverged and was replaced
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushReply) Reset() {
+	*x = PushReply{}
+	mi := &file_zfsd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushReply) ProtoMessage() {}
+
+func (x *PushReply) ProtoReflect() protoreflect.Message {
+	mi := &file_zfsd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushReply.ProtoReflect.Descriptor instead.
+func (*PushReply) Descriptor() ([]byte, []int) {
+	return file_zfsd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PushReply) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *PushReply) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *PushReply) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *PushReply) GetReseeded() bool {
+	if x != nil {
+		return x.Reseeded
+	}
+	return false
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -33,7 +405,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_zfsd_proto_msgTypes[0]
+	mi := &file_zfsd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +417,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[0]
+	mi := &file_zfsd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +430,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{0}
+	return file_zfsd_proto_rawDescGZIP(), []int{7}
 }
 
 type InfoRequest struct {
@@ -69,7 +441,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_zfsd_proto_msgTypes[1]
+	mi := &file_zfsd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -81,7 +453,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[1]
+	mi := &file_zfsd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -94,7 +466,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{1}
+	return file_zfsd_proto_rawDescGZIP(), []int{8}
 }
 
 type ListRequest struct {
@@ -105,7 +477,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_zfsd_proto_msgTypes[2]
+	mi := &file_zfsd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -117,7 +489,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[2]
+	mi := &file_zfsd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -130,7 +502,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{2}
+	return file_zfsd_proto_rawDescGZIP(), []int{9}
 }
 
 type DotRef struct {
@@ -142,7 +514,7 @@ type DotRef struct {
 
 func (x *DotRef) Reset() {
 	*x = DotRef{}
-	mi := &file_zfsd_proto_msgTypes[3]
+	mi := &file_zfsd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -154,7 +526,7 @@ func (x *DotRef) String() string {
 func (*DotRef) ProtoMessage() {}
 
 func (x *DotRef) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[3]
+	mi := &file_zfsd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -167,7 +539,7 @@ func (x *DotRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DotRef.ProtoReflect.Descriptor instead.
 func (*DotRef) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{3}
+	return file_zfsd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DotRef) GetId() string {
@@ -186,7 +558,7 @@ type CommitRef struct {
 
 func (x *CommitRef) Reset() {
 	*x = CommitRef{}
-	mi := &file_zfsd_proto_msgTypes[4]
+	mi := &file_zfsd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +570,7 @@ func (x *CommitRef) String() string {
 func (*CommitRef) ProtoMessage() {}
 
 func (x *CommitRef) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[4]
+	mi := &file_zfsd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +583,7 @@ func (x *CommitRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRef.ProtoReflect.Descriptor instead.
 func (*CommitRef) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{4}
+	return file_zfsd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommitRef) GetId() string {
@@ -230,7 +602,7 @@ type NameRef struct {
 
 func (x *NameRef) Reset() {
 	*x = NameRef{}
-	mi := &file_zfsd_proto_msgTypes[5]
+	mi := &file_zfsd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +614,7 @@ func (x *NameRef) String() string {
 func (*NameRef) ProtoMessage() {}
 
 func (x *NameRef) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[5]
+	mi := &file_zfsd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +627,7 @@ func (x *NameRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameRef.ProtoReflect.Descriptor instead.
 func (*NameRef) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{5}
+	return file_zfsd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NameRef) GetName() string {
@@ -278,7 +650,7 @@ type PoolInfo struct {
 
 func (x *PoolInfo) Reset() {
 	*x = PoolInfo{}
-	mi := &file_zfsd_proto_msgTypes[6]
+	mi := &file_zfsd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +662,7 @@ func (x *PoolInfo) String() string {
 func (*PoolInfo) ProtoMessage() {}
 
 func (x *PoolInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[6]
+	mi := &file_zfsd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +675,7 @@ func (x *PoolInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolInfo.ProtoReflect.Descriptor instead.
 func (*PoolInfo) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{6}
+	return file_zfsd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PoolInfo) GetName() string {
@@ -350,13 +722,14 @@ type Dot struct {
 	Source          string                 `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	Origin          string                 `protobuf:"bytes,7,opt,name=origin,proto3" json:"origin,omitempty"`
+	Pool            string                 `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Dot) Reset() {
 	*x = Dot{}
-	mi := &file_zfsd_proto_msgTypes[7]
+	mi := &file_zfsd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +741,7 @@ func (x *Dot) String() string {
 func (*Dot) ProtoMessage() {}
 
 func (x *Dot) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[7]
+	mi := &file_zfsd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +754,7 @@ func (x *Dot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dot.ProtoReflect.Descriptor instead.
 func (*Dot) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{7}
+	return file_zfsd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Dot) GetId() string {
@@ -433,6 +806,13 @@ func (x *Dot) GetOrigin() string {
 	return ""
 }
 
+func (x *Dot) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
 type DotList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Dots          []*Dot                 `protobuf:"bytes,1,rep,name=dots,proto3" json:"dots,omitempty"`
@@ -442,7 +822,7 @@ type DotList struct {
 
 func (x *DotList) Reset() {
 	*x = DotList{}
-	mi := &file_zfsd_proto_msgTypes[8]
+	mi := &file_zfsd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +834,7 @@ func (x *DotList) String() string {
 func (*DotList) ProtoMessage() {}
 
 func (x *DotList) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[8]
+	mi := &file_zfsd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +847,7 @@ func (x *DotList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DotList.ProtoReflect.Descriptor instead.
 func (*DotList) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{8}
+	return file_zfsd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DotList) GetDots() []*Dot {
@@ -487,13 +867,14 @@ type DotSpec struct {
 	FromDot       string                 `protobuf:"bytes,6,opt,name=from_dot,json=fromDot,proto3" json:"from_dot,omitempty"`
 	CloneMode     string                 `protobuf:"bytes,7,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
 	Props         map[string]string      `protobuf:"bytes,8,rep,name=props,proto3" json:"props,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Pool          string                 `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DotSpec) Reset() {
 	*x = DotSpec{}
-	mi := &file_zfsd_proto_msgTypes[9]
+	mi := &file_zfsd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +886,7 @@ func (x *DotSpec) String() string {
 func (*DotSpec) ProtoMessage() {}
 
 func (x *DotSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[9]
+	mi := &file_zfsd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +899,7 @@ func (x *DotSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DotSpec.ProtoReflect.Descriptor instead.
 func (*DotSpec) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{9}
+	return file_zfsd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DotSpec) GetId() string {
@@ -577,6 +958,13 @@ func (x *DotSpec) GetProps() map[string]string {
 	return nil
 }
 
+func (x *DotSpec) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
 type ResizeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -587,7 +975,7 @@ type ResizeRequest struct {
 
 func (x *ResizeRequest) Reset() {
 	*x = ResizeRequest{}
-	mi := &file_zfsd_proto_msgTypes[10]
+	mi := &file_zfsd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +987,7 @@ func (x *ResizeRequest) String() string {
 func (*ResizeRequest) ProtoMessage() {}
 
 func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[10]
+	mi := &file_zfsd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +1000,7 @@ func (x *ResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeRequest.ProtoReflect.Descriptor instead.
 func (*ResizeRequest) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{10}
+	return file_zfsd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResizeRequest) GetId() string {
@@ -642,7 +1030,7 @@ type Commit struct {
 
 func (x *Commit) Reset() {
 	*x = Commit{}
-	mi := &file_zfsd_proto_msgTypes[11]
+	mi := &file_zfsd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +1042,7 @@ func (x *Commit) String() string {
 func (*Commit) ProtoMessage() {}
 
 func (x *Commit) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[11]
+	mi := &file_zfsd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +1055,7 @@ func (x *Commit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commit.ProtoReflect.Descriptor instead.
 func (*Commit) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{11}
+	return file_zfsd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Commit) GetId() string {
@@ -714,7 +1102,7 @@ type CommitList struct {
 
 func (x *CommitList) Reset() {
 	*x = CommitList{}
-	mi := &file_zfsd_proto_msgTypes[12]
+	mi := &file_zfsd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +1114,7 @@ func (x *CommitList) String() string {
 func (*CommitList) ProtoMessage() {}
 
 func (x *CommitList) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[12]
+	mi := &file_zfsd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +1127,7 @@ func (x *CommitList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitList.ProtoReflect.Descriptor instead.
 func (*CommitList) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{12}
+	return file_zfsd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommitList) GetCommits() []*Commit {
@@ -759,7 +1147,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_zfsd_proto_msgTypes[13]
+	mi := &file_zfsd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1159,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[13]
+	mi := &file_zfsd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1172,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{13}
+	return file_zfsd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommitRequest) GetDotId() string {
@@ -810,7 +1198,7 @@ type MountReply struct {
 
 func (x *MountReply) Reset() {
 	*x = MountReply{}
-	mi := &file_zfsd_proto_msgTypes[14]
+	mi := &file_zfsd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1210,7 @@ func (x *MountReply) String() string {
 func (*MountReply) ProtoMessage() {}
 
 func (x *MountReply) ProtoReflect() protoreflect.Message {
-	mi := &file_zfsd_proto_msgTypes[14]
+	mi := &file_zfsd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1223,7 @@ func (x *MountReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountReply.ProtoReflect.Descriptor instead.
 func (*MountReply) Descriptor() ([]byte, []int) {
-	return file_zfsd_proto_rawDescGZIP(), []int{14}
+	return file_zfsd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MountReply) GetPath() string {
@@ -850,7 +1238,29 @@ var File_zfsd_proto protoreflect.FileDescriptor
 const file_zfsd_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"zfsd.proto\x12\x0fdotmesh.zfsd.v1\"\a\n" +
+	"zfsd.proto\x12\x0fdotmesh.zfsd.v1\"2\n" +
+	"\bSnapshot\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04guid\x18\x02 \x01(\tR\x04guid\"G\n" +
+	"\fSnapshotList\x127\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x19.dotmesh.zfsd.v1.SnapshotR\tsnapshots\"R\n" +
+	"\rReceiveHeader\x12\x15\n" +
+	"\x06dot_id\x18\x01 \x01(\tR\x05dotId\x12\x12\n" +
+	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
+	"\x06commit\x18\x03 \x01(\tR\x06commit\"Z\n" +
+	"\fReceiveChunk\x126\n" +
+	"\x06header\x18\x01 \x01(\v2\x1e.dotmesh.zfsd.v1.ReceiveHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"$\n" +
+	"\fReceiveReply\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"K\n" +
+	"\vPushRequest\x12\x15\n" +
+	"\x06dot_id\x18\x01 \x01(\tR\x05dotId\x12%\n" +
+	"\x0etarget_address\x18\x02 \x01(\tR\rtargetAddress\"i\n" +
+	"\tPushReply\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x12\n" +
+	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
+	"\x06commit\x18\x03 \x01(\tR\x06commit\x12\x1a\n" +
+	"\breseeded\x18\x04 \x01(\bR\breseeded\"\a\n" +
 	"\x05Empty\"\r\n" +
 	"\vInfoRequest\"\r\n" +
 	"\vListRequest\"\x18\n" +
@@ -865,7 +1275,7 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1c\n" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x14\n" +
-	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\x9c\x02\n" +
+	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xb0\x02\n" +
 	"\x03Dot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -873,12 +1283,13 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x06params\x18\x04 \x03(\v2 .dotmesh.zfsd.v1.Dot.ParamsEntryR\x06params\x12\x16\n" +
 	"\x06source\x18\x05 \x01(\tR\x06source\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12\x16\n" +
-	"\x06origin\x18\a \x01(\tR\x06origin\x1a9\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\x12\x12\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\b\x10\t\"3\n" +
 	"\aDotList\x12(\n" +
-	"\x04dots\x18\x01 \x03(\v2\x14.dotmesh.zfsd.v1.DotR\x04dots\"\x92\x03\n" +
+	"\x04dots\x18\x01 \x03(\v2\x14.dotmesh.zfsd.v1.DotR\x04dots\"\xa6\x03\n" +
 	"\aDotSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -889,7 +1300,8 @@ const file_zfsd_proto_rawDesc = "" +
 	"\bfrom_dot\x18\x06 \x01(\tR\afromDot\x12\x1d\n" +
 	"\n" +
 	"clone_mode\x18\a \x01(\tR\tcloneMode\x129\n" +
-	"\x05props\x18\b \x03(\v2#.dotmesh.zfsd.v1.DotSpec.PropsEntryR\x05props\x1a9\n" +
+	"\x05props\x18\b \x03(\v2#.dotmesh.zfsd.v1.DotSpec.PropsEntryR\x05props\x12\x12\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
@@ -914,7 +1326,7 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\" \n" +
 	"\n" +
 	"MountReply\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path2\xa2\a\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path2\xf6\t\n" +
 	"\x04Zfsd\x12?\n" +
 	"\x04Info\x12\x1c.dotmesh.zfsd.v1.InfoRequest\x1a\x19.dotmesh.zfsd.v1.PoolInfo\x12B\n" +
 	"\bListDots\x12\x1c.dotmesh.zfsd.v1.ListRequest\x1a\x18.dotmesh.zfsd.v1.DotList\x127\n" +
@@ -930,7 +1342,12 @@ const file_zfsd_proto_rawDesc = "" +
 	"\fDeleteCommit\x12\x1a.dotmesh.zfsd.v1.CommitRef\x1a\x16.dotmesh.zfsd.v1.Empty\x12@\n" +
 	"\bMountDot\x12\x17.dotmesh.zfsd.v1.DotRef\x1a\x1b.dotmesh.zfsd.v1.MountReply\x12=\n" +
 	"\n" +
-	"UnmountDot\x12\x17.dotmesh.zfsd.v1.DotRef\x1a\x16.dotmesh.zfsd.v1.EmptyB0Z.github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/apib\x06proto3"
+	"UnmountDot\x12\x17.dotmesh.zfsd.v1.DotRef\x1a\x16.dotmesh.zfsd.v1.Empty\x12C\n" +
+	"\tSnapshots\x12\x17.dotmesh.zfsd.v1.DotRef\x1a\x1d.dotmesh.zfsd.v1.SnapshotList\x12I\n" +
+	"\aReceive\x12\x1d.dotmesh.zfsd.v1.ReceiveChunk\x1a\x1d.dotmesh.zfsd.v1.ReceiveReply(\x01\x12@\n" +
+	"\x04Push\x12\x1c.dotmesh.zfsd.v1.PushRequest\x1a\x1a.dotmesh.zfsd.v1.PushReply\x12C\n" +
+	"\aHandoff\x12\x1c.dotmesh.zfsd.v1.PushRequest\x1a\x1a.dotmesh.zfsd.v1.PushReply\x12;\n" +
+	"\bDropCopy\x12\x17.dotmesh.zfsd.v1.DotRef\x1a\x16.dotmesh.zfsd.v1.EmptyB0Z.github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/apib\x06proto3"
 
 var (
 	file_zfsd_proto_rawDescOnce sync.Once
@@ -944,66 +1361,85 @@ func file_zfsd_proto_rawDescGZIP() []byte {
 	return file_zfsd_proto_rawDescData
 }
 
-var file_zfsd_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_zfsd_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_zfsd_proto_goTypes = []any{
-	(*Empty)(nil),         // 0: dotmesh.zfsd.v1.Empty
-	(*InfoRequest)(nil),   // 1: dotmesh.zfsd.v1.InfoRequest
-	(*ListRequest)(nil),   // 2: dotmesh.zfsd.v1.ListRequest
-	(*DotRef)(nil),        // 3: dotmesh.zfsd.v1.DotRef
-	(*CommitRef)(nil),     // 4: dotmesh.zfsd.v1.CommitRef
-	(*NameRef)(nil),       // 5: dotmesh.zfsd.v1.NameRef
-	(*PoolInfo)(nil),      // 6: dotmesh.zfsd.v1.PoolInfo
-	(*Dot)(nil),           // 7: dotmesh.zfsd.v1.Dot
-	(*DotList)(nil),       // 8: dotmesh.zfsd.v1.DotList
-	(*DotSpec)(nil),       // 9: dotmesh.zfsd.v1.DotSpec
-	(*ResizeRequest)(nil), // 10: dotmesh.zfsd.v1.ResizeRequest
-	(*Commit)(nil),        // 11: dotmesh.zfsd.v1.Commit
-	(*CommitList)(nil),    // 12: dotmesh.zfsd.v1.CommitList
-	(*CommitRequest)(nil), // 13: dotmesh.zfsd.v1.CommitRequest
-	(*MountReply)(nil),    // 14: dotmesh.zfsd.v1.MountReply
-	nil,                   // 15: dotmesh.zfsd.v1.Dot.ParamsEntry
-	nil,                   // 16: dotmesh.zfsd.v1.DotSpec.ParamsEntry
-	nil,                   // 17: dotmesh.zfsd.v1.DotSpec.PropsEntry
+	(*Snapshot)(nil),      // 0: dotmesh.zfsd.v1.Snapshot
+	(*SnapshotList)(nil),  // 1: dotmesh.zfsd.v1.SnapshotList
+	(*ReceiveHeader)(nil), // 2: dotmesh.zfsd.v1.ReceiveHeader
+	(*ReceiveChunk)(nil),  // 3: dotmesh.zfsd.v1.ReceiveChunk
+	(*ReceiveReply)(nil),  // 4: dotmesh.zfsd.v1.ReceiveReply
+	(*PushRequest)(nil),   // 5: dotmesh.zfsd.v1.PushRequest
+	(*PushReply)(nil),     // 6: dotmesh.zfsd.v1.PushReply
+	(*Empty)(nil),         // 7: dotmesh.zfsd.v1.Empty
+	(*InfoRequest)(nil),   // 8: dotmesh.zfsd.v1.InfoRequest
+	(*ListRequest)(nil),   // 9: dotmesh.zfsd.v1.ListRequest
+	(*DotRef)(nil),        // 10: dotmesh.zfsd.v1.DotRef
+	(*CommitRef)(nil),     // 11: dotmesh.zfsd.v1.CommitRef
+	(*NameRef)(nil),       // 12: dotmesh.zfsd.v1.NameRef
+	(*PoolInfo)(nil),      // 13: dotmesh.zfsd.v1.PoolInfo
+	(*Dot)(nil),           // 14: dotmesh.zfsd.v1.Dot
+	(*DotList)(nil),       // 15: dotmesh.zfsd.v1.DotList
+	(*DotSpec)(nil),       // 16: dotmesh.zfsd.v1.DotSpec
+	(*ResizeRequest)(nil), // 17: dotmesh.zfsd.v1.ResizeRequest
+	(*Commit)(nil),        // 18: dotmesh.zfsd.v1.Commit
+	(*CommitList)(nil),    // 19: dotmesh.zfsd.v1.CommitList
+	(*CommitRequest)(nil), // 20: dotmesh.zfsd.v1.CommitRequest
+	(*MountReply)(nil),    // 21: dotmesh.zfsd.v1.MountReply
+	nil,                   // 22: dotmesh.zfsd.v1.Dot.ParamsEntry
+	nil,                   // 23: dotmesh.zfsd.v1.DotSpec.ParamsEntry
+	nil,                   // 24: dotmesh.zfsd.v1.DotSpec.PropsEntry
 }
 var file_zfsd_proto_depIdxs = []int32{
-	15, // 0: dotmesh.zfsd.v1.Dot.params:type_name -> dotmesh.zfsd.v1.Dot.ParamsEntry
-	7,  // 1: dotmesh.zfsd.v1.DotList.dots:type_name -> dotmesh.zfsd.v1.Dot
-	16, // 2: dotmesh.zfsd.v1.DotSpec.params:type_name -> dotmesh.zfsd.v1.DotSpec.ParamsEntry
-	17, // 3: dotmesh.zfsd.v1.DotSpec.props:type_name -> dotmesh.zfsd.v1.DotSpec.PropsEntry
-	11, // 4: dotmesh.zfsd.v1.CommitList.commits:type_name -> dotmesh.zfsd.v1.Commit
-	1,  // 5: dotmesh.zfsd.v1.Zfsd.Info:input_type -> dotmesh.zfsd.v1.InfoRequest
-	2,  // 6: dotmesh.zfsd.v1.Zfsd.ListDots:input_type -> dotmesh.zfsd.v1.ListRequest
-	3,  // 7: dotmesh.zfsd.v1.Zfsd.GetDot:input_type -> dotmesh.zfsd.v1.DotRef
-	5,  // 8: dotmesh.zfsd.v1.Zfsd.GetDotByName:input_type -> dotmesh.zfsd.v1.NameRef
-	9,  // 9: dotmesh.zfsd.v1.Zfsd.CreateDot:input_type -> dotmesh.zfsd.v1.DotSpec
-	3,  // 10: dotmesh.zfsd.v1.Zfsd.DeleteDot:input_type -> dotmesh.zfsd.v1.DotRef
-	10, // 11: dotmesh.zfsd.v1.Zfsd.ResizeDot:input_type -> dotmesh.zfsd.v1.ResizeRequest
-	2,  // 12: dotmesh.zfsd.v1.Zfsd.ListCommits:input_type -> dotmesh.zfsd.v1.ListRequest
-	4,  // 13: dotmesh.zfsd.v1.Zfsd.GetCommit:input_type -> dotmesh.zfsd.v1.CommitRef
-	5,  // 14: dotmesh.zfsd.v1.Zfsd.GetCommitByName:input_type -> dotmesh.zfsd.v1.NameRef
-	13, // 15: dotmesh.zfsd.v1.Zfsd.CreateCommit:input_type -> dotmesh.zfsd.v1.CommitRequest
-	4,  // 16: dotmesh.zfsd.v1.Zfsd.DeleteCommit:input_type -> dotmesh.zfsd.v1.CommitRef
-	3,  // 17: dotmesh.zfsd.v1.Zfsd.MountDot:input_type -> dotmesh.zfsd.v1.DotRef
-	3,  // 18: dotmesh.zfsd.v1.Zfsd.UnmountDot:input_type -> dotmesh.zfsd.v1.DotRef
-	6,  // 19: dotmesh.zfsd.v1.Zfsd.Info:output_type -> dotmesh.zfsd.v1.PoolInfo
-	8,  // 20: dotmesh.zfsd.v1.Zfsd.ListDots:output_type -> dotmesh.zfsd.v1.DotList
-	7,  // 21: dotmesh.zfsd.v1.Zfsd.GetDot:output_type -> dotmesh.zfsd.v1.Dot
-	7,  // 22: dotmesh.zfsd.v1.Zfsd.GetDotByName:output_type -> dotmesh.zfsd.v1.Dot
-	7,  // 23: dotmesh.zfsd.v1.Zfsd.CreateDot:output_type -> dotmesh.zfsd.v1.Dot
-	0,  // 24: dotmesh.zfsd.v1.Zfsd.DeleteDot:output_type -> dotmesh.zfsd.v1.Empty
-	7,  // 25: dotmesh.zfsd.v1.Zfsd.ResizeDot:output_type -> dotmesh.zfsd.v1.Dot
-	12, // 26: dotmesh.zfsd.v1.Zfsd.ListCommits:output_type -> dotmesh.zfsd.v1.CommitList
-	11, // 27: dotmesh.zfsd.v1.Zfsd.GetCommit:output_type -> dotmesh.zfsd.v1.Commit
-	11, // 28: dotmesh.zfsd.v1.Zfsd.GetCommitByName:output_type -> dotmesh.zfsd.v1.Commit
-	11, // 29: dotmesh.zfsd.v1.Zfsd.CreateCommit:output_type -> dotmesh.zfsd.v1.Commit
-	0,  // 30: dotmesh.zfsd.v1.Zfsd.DeleteCommit:output_type -> dotmesh.zfsd.v1.Empty
-	14, // 31: dotmesh.zfsd.v1.Zfsd.MountDot:output_type -> dotmesh.zfsd.v1.MountReply
-	0,  // 32: dotmesh.zfsd.v1.Zfsd.UnmountDot:output_type -> dotmesh.zfsd.v1.Empty
-	19, // [19:33] is the sub-list for method output_type
-	5,  // [5:19] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	0,  // 0: dotmesh.zfsd.v1.SnapshotList.snapshots:type_name -> dotmesh.zfsd.v1.Snapshot
+	2,  // 1: dotmesh.zfsd.v1.ReceiveChunk.header:type_name -> dotmesh.zfsd.v1.ReceiveHeader
+	22, // 2: dotmesh.zfsd.v1.Dot.params:type_name -> dotmesh.zfsd.v1.Dot.ParamsEntry
+	14, // 3: dotmesh.zfsd.v1.DotList.dots:type_name -> dotmesh.zfsd.v1.Dot
+	23, // 4: dotmesh.zfsd.v1.DotSpec.params:type_name -> dotmesh.zfsd.v1.DotSpec.ParamsEntry
+	24, // 5: dotmesh.zfsd.v1.DotSpec.props:type_name -> dotmesh.zfsd.v1.DotSpec.PropsEntry
+	18, // 6: dotmesh.zfsd.v1.CommitList.commits:type_name -> dotmesh.zfsd.v1.Commit
+	8,  // 7: dotmesh.zfsd.v1.Zfsd.Info:input_type -> dotmesh.zfsd.v1.InfoRequest
+	9,  // 8: dotmesh.zfsd.v1.Zfsd.ListDots:input_type -> dotmesh.zfsd.v1.ListRequest
+	10, // 9: dotmesh.zfsd.v1.Zfsd.GetDot:input_type -> dotmesh.zfsd.v1.DotRef
+	12, // 10: dotmesh.zfsd.v1.Zfsd.GetDotByName:input_type -> dotmesh.zfsd.v1.NameRef
+	16, // 11: dotmesh.zfsd.v1.Zfsd.CreateDot:input_type -> dotmesh.zfsd.v1.DotSpec
+	10, // 12: dotmesh.zfsd.v1.Zfsd.DeleteDot:input_type -> dotmesh.zfsd.v1.DotRef
+	17, // 13: dotmesh.zfsd.v1.Zfsd.ResizeDot:input_type -> dotmesh.zfsd.v1.ResizeRequest
+	9,  // 14: dotmesh.zfsd.v1.Zfsd.ListCommits:input_type -> dotmesh.zfsd.v1.ListRequest
+	11, // 15: dotmesh.zfsd.v1.Zfsd.GetCommit:input_type -> dotmesh.zfsd.v1.CommitRef
+	12, // 16: dotmesh.zfsd.v1.Zfsd.GetCommitByName:input_type -> dotmesh.zfsd.v1.NameRef
+	20, // 17: dotmesh.zfsd.v1.Zfsd.CreateCommit:input_type -> dotmesh.zfsd.v1.CommitRequest
+	11, // 18: dotmesh.zfsd.v1.Zfsd.DeleteCommit:input_type -> dotmesh.zfsd.v1.CommitRef
+	10, // 19: dotmesh.zfsd.v1.Zfsd.MountDot:input_type -> dotmesh.zfsd.v1.DotRef
+	10, // 20: dotmesh.zfsd.v1.Zfsd.UnmountDot:input_type -> dotmesh.zfsd.v1.DotRef
+	10, // 21: dotmesh.zfsd.v1.Zfsd.Snapshots:input_type -> dotmesh.zfsd.v1.DotRef
+	3,  // 22: dotmesh.zfsd.v1.Zfsd.Receive:input_type -> dotmesh.zfsd.v1.ReceiveChunk
+	5,  // 23: dotmesh.zfsd.v1.Zfsd.Push:input_type -> dotmesh.zfsd.v1.PushRequest
+	5,  // 24: dotmesh.zfsd.v1.Zfsd.Handoff:input_type -> dotmesh.zfsd.v1.PushRequest
+	10, // 25: dotmesh.zfsd.v1.Zfsd.DropCopy:input_type -> dotmesh.zfsd.v1.DotRef
+	13, // 26: dotmesh.zfsd.v1.Zfsd.Info:output_type -> dotmesh.zfsd.v1.PoolInfo
+	15, // 27: dotmesh.zfsd.v1.Zfsd.ListDots:output_type -> dotmesh.zfsd.v1.DotList
+	14, // 28: dotmesh.zfsd.v1.Zfsd.GetDot:output_type -> dotmesh.zfsd.v1.Dot
+	14, // 29: dotmesh.zfsd.v1.Zfsd.GetDotByName:output_type -> dotmesh.zfsd.v1.Dot
+	14, // 30: dotmesh.zfsd.v1.Zfsd.CreateDot:output_type -> dotmesh.zfsd.v1.Dot
+	7,  // 31: dotmesh.zfsd.v1.Zfsd.DeleteDot:output_type -> dotmesh.zfsd.v1.Empty
+	14, // 32: dotmesh.zfsd.v1.Zfsd.ResizeDot:output_type -> dotmesh.zfsd.v1.Dot
+	19, // 33: dotmesh.zfsd.v1.Zfsd.ListCommits:output_type -> dotmesh.zfsd.v1.CommitList
+	18, // 34: dotmesh.zfsd.v1.Zfsd.GetCommit:output_type -> dotmesh.zfsd.v1.Commit
+	18, // 35: dotmesh.zfsd.v1.Zfsd.GetCommitByName:output_type -> dotmesh.zfsd.v1.Commit
+	18, // 36: dotmesh.zfsd.v1.Zfsd.CreateCommit:output_type -> dotmesh.zfsd.v1.Commit
+	7,  // 37: dotmesh.zfsd.v1.Zfsd.DeleteCommit:output_type -> dotmesh.zfsd.v1.Empty
+	21, // 38: dotmesh.zfsd.v1.Zfsd.MountDot:output_type -> dotmesh.zfsd.v1.MountReply
+	7,  // 39: dotmesh.zfsd.v1.Zfsd.UnmountDot:output_type -> dotmesh.zfsd.v1.Empty
+	1,  // 40: dotmesh.zfsd.v1.Zfsd.Snapshots:output_type -> dotmesh.zfsd.v1.SnapshotList
+	4,  // 41: dotmesh.zfsd.v1.Zfsd.Receive:output_type -> dotmesh.zfsd.v1.ReceiveReply
+	6,  // 42: dotmesh.zfsd.v1.Zfsd.Push:output_type -> dotmesh.zfsd.v1.PushReply
+	6,  // 43: dotmesh.zfsd.v1.Zfsd.Handoff:output_type -> dotmesh.zfsd.v1.PushReply
+	7,  // 44: dotmesh.zfsd.v1.Zfsd.DropCopy:output_type -> dotmesh.zfsd.v1.Empty
+	26, // [26:45] is the sub-list for method output_type
+	7,  // [7:26] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_zfsd_proto_init() }
@@ -1017,7 +1453,7 @@ func file_zfsd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zfsd_proto_rawDesc), len(file_zfsd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,11 @@ const (
 	Zfsd_DeleteCommit_FullMethodName    = "/dotmesh.zfsd.v1.Zfsd/DeleteCommit"
 	Zfsd_MountDot_FullMethodName        = "/dotmesh.zfsd.v1.Zfsd/MountDot"
 	Zfsd_UnmountDot_FullMethodName      = "/dotmesh.zfsd.v1.Zfsd/UnmountDot"
+	Zfsd_Snapshots_FullMethodName       = "/dotmesh.zfsd.v1.Zfsd/Snapshots"
+	Zfsd_Receive_FullMethodName         = "/dotmesh.zfsd.v1.Zfsd/Receive"
+	Zfsd_Push_FullMethodName            = "/dotmesh.zfsd.v1.Zfsd/Push"
+	Zfsd_Handoff_FullMethodName         = "/dotmesh.zfsd.v1.Zfsd/Handoff"
+	Zfsd_DropCopy_FullMethodName        = "/dotmesh.zfsd.v1.Zfsd/DropCopy"
 )
 
 // ZfsdClient is the client API for Zfsd service.
@@ -57,6 +62,20 @@ type ZfsdClient interface {
 	DeleteCommit(ctx context.Context, in *CommitRef, opts ...grpc.CallOption) (*Empty, error)
 	MountDot(ctx context.Context, in *DotRef, opts ...grpc.CallOption) (*MountReply, error)
 	UnmountDot(ctx context.Context, in *DotRef, opts ...grpc.CallOption) (*Empty, error)
+	// Replication and migration.
+	// Snapshots lists every snapshot of a dot on this pool, oldest first.
+	Snapshots(ctx context.Context, in *DotRef, opts ...grpc.CallOption) (*SnapshotList, error)
+	// Receive takes a send stream: a header, then data chunks.
+	Receive(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ReceiveChunk, ReceiveReply], error)
+	// Push sends this pool's newest commit of a dot to another zfsd,
+	// incrementally from the newest commit both hold.
+	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushReply, error)
+	// Handoff makes a final commit of a dot that is not staged here and
+	// pushes it to the new master's pool.
+	Handoff(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushReply, error)
+	// DropCopy destroys this pool's copy of a dot (a diverged replica
+	// before it is re-seeded, or a replica of a deleted dot).
+	DropCopy(ctx context.Context, in *DotRef, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type zfsdClient struct {
@@ -207,6 +226,59 @@ func (c *zfsdClient) UnmountDot(ctx context.Context, in *DotRef, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *zfsdClient) Snapshots(ctx context.Context, in *DotRef, opts ...grpc.CallOption) (*SnapshotList, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotList)
+	err := c.cc.Invoke(ctx, Zfsd_Snapshots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *zfsdClient) Receive(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ReceiveChunk, ReceiveReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Zfsd_ServiceDesc.Streams[0], Zfsd_Receive_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReceiveChunk, ReceiveReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Zfsd_ReceiveClient = grpc.ClientStreamingClient[ReceiveChunk, ReceiveReply]
+
+func (c *zfsdClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushReply)
+	err := c.cc.Invoke(ctx, Zfsd_Push_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *zfsdClient) Handoff(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushReply)
+	err := c.cc.Invoke(ctx, Zfsd_Handoff_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *zfsdClient) DropCopy(ctx context.Context, in *DotRef, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Zfsd_DropCopy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ZfsdServer is the server API for Zfsd service.
 // All implementations must embed UnimplementedZfsdServer
 // for forward compatibility.
@@ -225,6 +297,20 @@ type ZfsdServer interface {
 	DeleteCommit(context.Context, *CommitRef) (*Empty, error)
 	MountDot(context.Context, *DotRef) (*MountReply, error)
 	UnmountDot(context.Context, *DotRef) (*Empty, error)
+	// Replication and migration.
+	// Snapshots lists every snapshot of a dot on this pool, oldest first.
+	Snapshots(context.Context, *DotRef) (*SnapshotList, error)
+	// Receive takes a send stream: a header, then data chunks.
+	Receive(grpc.ClientStreamingServer[ReceiveChunk, ReceiveReply]) error
+	// Push sends this pool's newest commit of a dot to another zfsd,
+	// incrementally from the newest commit both hold.
+	Push(context.Context, *PushRequest) (*PushReply, error)
+	// Handoff makes a final commit of a dot that is not staged here and
+	// pushes it to the new master's pool.
+	Handoff(context.Context, *PushRequest) (*PushReply, error)
+	// DropCopy destroys this pool's copy of a dot (a diverged replica
+	// before it is re-seeded, or a replica of a deleted dot).
+	DropCopy(context.Context, *DotRef) (*Empty, error)
 	mustEmbedUnimplementedZfsdServer()
 }
 
@@ -276,6 +362,21 @@ func (UnimplementedZfsdServer) MountDot(context.Context, *DotRef) (*MountReply, 
 }
 func (UnimplementedZfsdServer) UnmountDot(context.Context, *DotRef) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnmountDot not implemented")
+}
+func (UnimplementedZfsdServer) Snapshots(context.Context, *DotRef) (*SnapshotList, error) {
+	return nil, status.Error(codes.Unimplemented, "method Snapshots not implemented")
+}
+func (UnimplementedZfsdServer) Receive(grpc.ClientStreamingServer[ReceiveChunk, ReceiveReply]) error {
+	return status.Error(codes.Unimplemented, "method Receive not implemented")
+}
+func (UnimplementedZfsdServer) Push(context.Context, *PushRequest) (*PushReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Push not implemented")
+}
+func (UnimplementedZfsdServer) Handoff(context.Context, *PushRequest) (*PushReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Handoff not implemented")
+}
+func (UnimplementedZfsdServer) DropCopy(context.Context, *DotRef) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DropCopy not implemented")
 }
 func (UnimplementedZfsdServer) mustEmbedUnimplementedZfsdServer() {}
 func (UnimplementedZfsdServer) testEmbeddedByValue()              {}
@@ -550,6 +651,85 @@ func _Zfsd_UnmountDot_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Zfsd_Snapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DotRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ZfsdServer).Snapshots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Zfsd_Snapshots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ZfsdServer).Snapshots(ctx, req.(*DotRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Zfsd_Receive_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ZfsdServer).Receive(&grpc.GenericServerStream[ReceiveChunk, ReceiveReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Zfsd_ReceiveServer = grpc.ClientStreamingServer[ReceiveChunk, ReceiveReply]
+
+func _Zfsd_Push_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ZfsdServer).Push(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Zfsd_Push_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ZfsdServer).Push(ctx, req.(*PushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Zfsd_Handoff_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ZfsdServer).Handoff(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Zfsd_Handoff_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ZfsdServer).Handoff(ctx, req.(*PushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Zfsd_DropCopy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DotRef)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ZfsdServer).DropCopy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Zfsd_DropCopy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ZfsdServer).DropCopy(ctx, req.(*DotRef))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Zfsd_ServiceDesc is the grpc.ServiceDesc for Zfsd service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -613,7 +793,29 @@ var Zfsd_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "UnmountDot",
 			Handler:    _Zfsd_UnmountDot_Handler,
 		},
+		{
+			MethodName: "Snapshots",
+			Handler:    _Zfsd_Snapshots_Handler,
+		},
+		{
+			MethodName: "Push",
+			Handler:    _Zfsd_Push_Handler,
+		},
+		{
+			MethodName: "Handoff",
+			Handler:    _Zfsd_Handoff_Handler,
+		},
+		{
+			MethodName: "DropCopy",
+			Handler:    _Zfsd_DropCopy_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Receive",
+			Handler:       _Zfsd_Receive_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "zfsd.proto",
 }

@@ -17,6 +17,15 @@ type Client struct{ c api.ZfsdClient }
 // NewClient wraps a connection to a node's zfsd.
 func NewClient(conn grpc.ClientConnInterface) *Client { return &Client{c: api.NewZfsdClient(conn)} }
 
+// Pools answers for the one remote pool.
+func (c *Client) Pools(ctx context.Context) ([]zfsd.PoolInfo, error) {
+	i, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return []zfsd.PoolInfo{i}, nil
+}
+
 func (c *Client) Info(ctx context.Context) (zfsd.PoolInfo, error) {
 	r, err := c.c.Info(ctx, &api.InfoRequest{})
 	if err != nil {
@@ -46,7 +55,7 @@ func (c *Client) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error
 }
 
 func (c *Client) CreateDot(ctx context.Context, s zfsd.DotSpec) (zfsd.Dot, error) {
-	return dotResult(c.c.CreateDot(ctx, &api.DotSpec{Id: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params,
+	return dotResult(c.c.CreateDot(ctx, &api.DotSpec{Pool: s.Pool, Id: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params,
 		FromCommit: s.FromCommit, FromDot: s.FromDot, CloneMode: string(s.CloneMode), Props: s.Props}))
 }
 
@@ -113,4 +122,31 @@ func commitResult(c *api.Commit, err error) (zfsd.Commit, error) {
 		return zfsd.Commit{}, errcode.FromStatus(err)
 	}
 	return commitFromAPI(c), nil
+}
+
+// Snapshots lists a dot's snapshots on the remote pool.
+func (c *Client) Snapshots(ctx context.Context, id string) ([]*api.Snapshot, error) {
+	r, err := c.c.Snapshots(ctx, &api.DotRef{Id: id})
+	if err != nil {
+		return nil, errcode.FromStatus(err)
+	}
+	return r.GetSnapshots(), nil
+}
+
+// DropCopy destroys the remote pool's copy of a dot.
+func (c *Client) DropCopy(ctx context.Context, id string) error {
+	_, err := c.c.DropCopy(ctx, &api.DotRef{Id: id})
+	return errcode.FromStatus(err)
+}
+
+// Push asks the remote zfsd to bring the copy at target up to date.
+func (c *Client) Push(ctx context.Context, id, target string) (*api.PushReply, error) {
+	r, err := c.c.Push(ctx, &api.PushRequest{DotId: id, TargetAddress: target})
+	return r, errcode.FromStatus(err)
+}
+
+// Handoff asks the remote zfsd, the dot's master, to hand it to target.
+func (c *Client) Handoff(ctx context.Context, id, target string) (*api.PushReply, error) {
+	r, err := c.c.Handoff(ctx, &api.PushRequest{DotId: id, TargetAddress: target})
+	return r, errcode.FromStatus(err)
 }

@@ -24,7 +24,7 @@ func fromUnixNano(n int64) time.Time {
 }
 
 func dotToAPI(d zfsd.Dot) *api.Dot {
-	return &api.Dot{Id: d.ID, Name: d.Name, Capacity: d.Capacity, Params: d.Params, Source: d.Source,
+	return &api.Dot{Pool: d.Pool, Id: d.ID, Name: d.Name, Capacity: d.Capacity, Params: d.Params, Source: d.Source,
 		CreatedUnixNano: unixNano(d.Created), Origin: d.Origin}
 }
 
@@ -33,7 +33,7 @@ func dotFromAPI(d *api.Dot) zfsd.Dot {
 	if p == nil {
 		p = map[string]string{}
 	}
-	return zfsd.Dot{ID: d.GetId(), Name: d.GetName(), Capacity: d.GetCapacity(), Params: p, Source: d.GetSource(),
+	return zfsd.Dot{Pool: d.GetPool(), ID: d.GetId(), Name: d.GetName(), Capacity: d.GetCapacity(), Params: p, Source: d.GetSource(),
 		Created: fromUnixNano(d.GetCreatedUnixNano()), Origin: d.GetOrigin()}
 }
 

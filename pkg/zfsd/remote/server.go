@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"sync"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/errcode"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -11,11 +12,15 @@ import (
 // Server serves one pool.
 type Server struct {
 	api.UnimplementedZfsdServer
-	pool *zfsd.Pool
+	pool  *zfsd.Pool
+	peers *Dialer // for pushes to other zfsds; nil when it never pushes
+
+	mu   sync.Mutex
+	busy map[string]bool // dots with a stream in progress
 }
 
-// NewServer serves pool.
-func NewServer(pool *zfsd.Pool) *Server { return &Server{pool: pool} }
+// NewServer serves pool, pushing to peers through dialer (may be nil).
+func NewServer(pool *zfsd.Pool, peers *Dialer) *Server { return &Server{pool: pool, peers: peers} }
 
 func (s *Server) Info(ctx context.Context, _ *api.InfoRequest) (*api.PoolInfo, error) {
 	i, err := s.pool.Info(ctx)
@@ -46,7 +51,7 @@ func (s *Server) GetDotByName(ctx context.Context, r *api.NameRef) (*api.Dot, er
 }
 
 func (s *Server) CreateDot(ctx context.Context, r *api.DotSpec) (*api.Dot, error) {
-	return dotReply(s.pool.CreateDot(ctx, zfsd.DotSpec{ID: r.GetId(), Name: r.GetName(), Capacity: r.GetCapacity(),
+	return dotReply(s.pool.CreateDot(ctx, zfsd.DotSpec{Pool: r.GetPool(), ID: r.GetId(), Name: r.GetName(), Capacity: r.GetCapacity(),
 		Params: r.GetParams(), FromCommit: r.GetFromCommit(), FromDot: r.GetFromDot(),
 		CloneMode: zfsd.CloneMode(r.GetCloneMode()), Props: r.GetProps()}))
 }

@@ -1,0 +1,11 @@
+// Package deploy holds the manifests a cluster admin installs. The CRDs are
+// also embedded, so the harnesses and the controller install exactly these
+// files and no copy can drift from them.
+package deploy
+
+import "embed"
+
+// CRDs holds the project's CustomResourceDefinitions.
+//
+//go:embed crds/*.yaml
+var CRDs embed.FS

@@ -1,0 +1,100 @@
+// Package cluster is the cluster view: which node has each pool imported and
+// at what address, which pool is master of each dot, and its replicas. It
+// has two implementations: the Kubernetes API (CRDs, compare-and-swap on
+// resourceVersion) and an in-memory one for standalone mode and unit tests.
+// The pools remain the source of truth for data and metadata; this view
+// holds only what must be agreed cluster-wide.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: no such record.
+	ErrNotFound = errors.New("not found in the cluster view")
+	// ErrConflict: the record changed since it was read (compare-and-swap
+	// lost); re-read and decide again.
+	ErrConflict = errors.New("cluster view record changed concurrently")
+	// ErrExists: create of a record that exists.
+	ErrExists = errors.New("already in the cluster view")
+)
+
+// Pool is one imported pool, kept fresh by its node's heartbeat.
+type Pool struct {
+	Name          string
+	Node          string
+	Address       string // zfsd's API, host:port
+	Size          int64
+	Available     int64
+	Zvols         bool
+	LastHeartbeat time.Time
+}
+
+// Replica is how far one copy of a dot has got.
+type Replica struct {
+	Pool    string
+	Commit  string    // newest commit it holds ("" for none yet)
+	Seq     int64     // that commit's sequence number on the master
+	Updated time.Time // when it last caught up
+}
+
+// Loss records what a failover could not carry over.
+type Loss struct {
+	CommitsLost            int64
+	LastReplicatedCommit   string
+	LastReplicatedCommitAt time.Time
+	At                     time.Time
+	FromPool, ToPool       string
+}
+
+// Dot is the cluster's record of one dot.
+type Dot struct {
+	ID       string
+	Name     string
+	Capacity int64
+	Master   string    // pool that may write it
+	Replicas []Replica // every other copy
+	// NewestCommit and Seq are the master's newest commit and how many
+	// commits it has taken; replicas lag by Seq - Replica.Seq.
+	NewestCommit string
+	Seq          int64
+	Loss         *Loss
+	// Version is the record's resourceVersion: updates compare-and-swap on it.
+	Version string
+}
+
+// Replica returns the replica record for pool.
+func (d *Dot) Replica(pool string) (*Replica, bool) {
+	for i := range d.Replicas {
+		if d.Replicas[i].Pool == pool {
+			return &d.Replicas[i], true
+		}
+	}
+	return nil, false
+}
+
+// Lag is how many commits a replica is behind the master.
+func (d *Dot) Lag(r Replica) int64 { return d.Seq - r.Seq }
+
+// View is the cluster view.
+type View interface {
+	// PutPool creates or refreshes a pool's record (the heartbeat).
+	PutPool(ctx context.Context, p Pool) error
+	ListPools(ctx context.Context) ([]Pool, error)
+	GetPool(ctx context.Context, name string) (Pool, error)
+	DeletePool(ctx context.Context, name string) error
+
+	// CreateDot claims a dot's record; ErrExists if it is there.
+	CreateDot(ctx context.Context, d Dot) (Dot, error)
+	GetDot(ctx context.Context, id string) (Dot, error)
+	ListDots(ctx context.Context) ([]Dot, error)
+	// UpdateDot writes d if its Version is still current, else ErrConflict.
+	UpdateDot(ctx context.Context, d Dot) (Dot, error)
+	DeleteDot(ctx context.Context, id string) error
+
+	// Event records something a human should see (a failover's loss).
+	Event(ctx context.Context, dotID, reason, message string)
+}

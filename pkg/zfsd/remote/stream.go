@@ -1,0 +1,228 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/errcode"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
+)
+
+// chunkSize bounds one stream message; big enough that per-message cost
+// vanishes next to the copy.
+const chunkSize = 1 << 20
+
+func (s *Server) Snapshots(ctx context.Context, r *api.DotRef) (*api.SnapshotList, error) {
+	snaps, err := s.pool.Snapshots(ctx, r.GetId())
+	if err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	out := &api.SnapshotList{}
+	for _, sn := range snaps {
+		out.Snapshots = append(out.Snapshots, &api.Snapshot{Name: sn.Name, Guid: sn.GUID})
+	}
+	return out, nil
+}
+
+func (s *Server) DropCopy(ctx context.Context, r *api.DotRef) (*api.Empty, error) {
+	return &api.Empty{}, errcode.ToStatus(s.pool.DropCopy(ctx, r.GetId()))
+}
+
+// Receive pipes the chunks of a send stream into `zfs recv`.
+func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil || h.GetDotId() == "" {
+		return status.Error(codes.InvalidArgument, "receive: the first message must carry a header with the dot ID")
+	}
+	unlock, err := s.lockDot(h.GetDotId())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	pr, pw := io.Pipe()
+	var n int64
+	go func() {
+		data := first.GetData()
+		for {
+			if len(data) > 0 {
+				if _, err := pw.Write(data); err != nil {
+					return
+				}
+				n += int64(len(data))
+			}
+			m, err := stream.Recv()
+			if err == io.EOF {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("stream from sender broke: %w", err))
+				return
+			}
+			data = m.GetData()
+		}
+	}()
+	err = s.pool.Receive(stream.Context(), h.GetDotId(), pr)
+	pr.CloseWithError(errors.New("receiver done"))
+	if err != nil {
+		return errcode.ToStatus(err)
+	}
+	klog.InfoS("received", "dot", h.GetDotId(), "base", h.GetBase(), "commit", h.GetCommit(), "bytes", n)
+	return stream.SendAndClose(&api.ReceiveReply{Bytes: n})
+}
+
+// chunkWriter turns writes into stream messages.
+type chunkWriter struct {
+	stream api.Zfsd_ReceiveClient
+}
+
+func (w chunkWriter) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		n := min(len(p), chunkSize)
+		if err := w.stream.Send(&api.ReceiveChunk{Data: p[:n]}); err != nil {
+			return total, err
+		}
+		p, total = p[n:], total+n
+	}
+	return total, nil
+}
+
+func (s *Server) Push(ctx context.Context, r *api.PushRequest) (*api.PushReply, error) {
+	unlock, err := s.lockDot(r.GetDotId())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return s.push(ctx, r)
+}
+
+// push brings the target's copy up to this pool's newest commit: from the
+// newest commit both hold, or in full when the target has none. A target
+// that holds commits this pool does not (it diverged) is dropped and
+// re-seeded, never merged.
+func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, error) {
+	if s.peers == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this zfsd has no peer identity; it cannot push")
+	}
+	id := r.GetDotId()
+	mine, err := s.pool.Snapshots(ctx, id)
+	if err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	if len(mine) == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "dot %s has no commit on pool %s to push", id, s.pool.Name())
+	}
+	peer, err := s.peers.Client(r.GetTargetAddress())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	theirs, err := peer.Snapshots(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	newest := mine[len(mine)-1].Name
+	base, diverged := commonBase(mine, theirs)
+	reply := &api.PushReply{Commit: newest}
+	if diverged {
+		klog.InfoS("replica diverged; re-seeding it", "dot", id, "target", r.GetTargetAddress())
+		if err := peer.DropCopy(ctx, id); err != nil {
+			return nil, errcode.ToStatus(err)
+		}
+		base, reply.Reseeded = "", true
+	}
+	if base == newest {
+		return reply, nil
+	}
+	reply.Base = base
+	stream, err := peer.c.Receive(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "opening a stream to %s: %v", r.GetTargetAddress(), err)
+	}
+	if err := stream.Send(&api.ReceiveChunk{Header: &api.ReceiveHeader{DotId: id, Base: base, Commit: newest}}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "stream to %s: %v", r.GetTargetAddress(), err)
+	}
+	n, sendErr := s.pool.Send(ctx, id, base, newest, chunkWriter{stream})
+	if sendErr != nil {
+		_ = stream.CloseSend()
+		return nil, errcode.ToStatus(sendErr)
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return nil, err
+	}
+	reply.Bytes = n
+	klog.InfoS("pushed", "dot", id, "target", r.GetTargetAddress(), "base", base, "commit", newest, "bytes", n)
+	return reply, nil
+}
+
+// commonBase finds the newest snapshot both sides hold (same name and GUID).
+// The target diverged when it has snapshots after that point, or has
+// snapshots but none in common.
+func commonBase(mine []zfsd.Snapshot, theirs []*api.Snapshot) (base string, diverged bool) {
+	have := map[string]string{}
+	for _, s := range mine {
+		have[s.Name] = s.GUID
+	}
+	last := -1
+	for i, t := range theirs {
+		if g, ok := have[t.GetName()]; ok && g == t.GetGuid() {
+			base, last = t.GetName(), i
+		}
+	}
+	return base, len(theirs) > 0 && last != len(theirs)-1
+}
+
+// Handoff takes a final commit of a dot that is not in use here and pushes
+// it to the new master's pool. The caller flips the master afterwards.
+func (s *Server) Handoff(ctx context.Context, r *api.PushRequest) (*api.PushReply, error) {
+	id := r.GetDotId()
+	unlock, err := s.lockDot(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	staged, err := s.pool.Staged(ctx, id)
+	if err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	if staged {
+		return nil, status.Errorf(codes.FailedPrecondition, "dot %s is still staged on pool %s; unstage it there first", id, s.pool.Name())
+	}
+	if err := s.pool.UnmountDot(ctx, id); err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	if _, err := s.pool.CreateCommit(ctx, id, ""); err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	return s.push(ctx, r)
+}
+
+// lockDot serialises stream work on one dot; a second one is Aborted.
+func (s *Server) lockDot(id string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy == nil {
+		s.busy = map[string]bool{}
+	}
+	if s.busy[id] {
+		return nil, status.Errorf(codes.Aborted, "dot %s: a push, receive or handoff is already in progress", id)
+	}
+	s.busy[id] = true
+	return func() {
+		s.mu.Lock()
+		delete(s.busy, id)
+		s.mu.Unlock()
+	}, nil
+}
+
