@@ -104,10 +104,11 @@ type dotSpec struct {
 }
 
 type replicaWire struct {
-	Pool    string    `json:"pool"`
-	Commit  string    `json:"commit,omitempty"`
-	Seq     int64     `json:"seq"`
-	Updated time.Time `json:"updated"`
+	Pool      string    `json:"pool"`
+	Commit    string    `json:"commit,omitempty"`
+	Seq       int64     `json:"seq"`
+	Updated   time.Time `json:"updated"`
+	LastBytes int64     `json:"lastBytes"`
 }
 
 type lossWire struct {
@@ -125,6 +126,8 @@ type dotStatus struct {
 	Seq          int64         `json:"seq"`
 	Replicas     []replicaWire `json:"replicas"`
 	Loss         *lossWire     `json:"loss,omitempty"`
+	Moving       string        `json:"moving,omitempty"`
+	MovingSince  *time.Time    `json:"movingSince,omitempty"`
 }
 
 func toMap(v any) (map[string]any, error) {
@@ -171,9 +174,13 @@ func dotObject(d Dot) (*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := dotStatus{Master: d.Master, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}}
+	st := dotStatus{Master: d.Master, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving}
+	if d.Moving != "" {
+		t := d.MovingSince.UTC()
+		st.MovingSince = &t
+	}
 	for _, r := range d.Replicas {
-		st.Replicas = append(st.Replicas, replicaWire{Pool: r.Pool, Commit: r.Commit, Seq: r.Seq, Updated: r.Updated.UTC()})
+		st.Replicas = append(st.Replicas, replicaWire{Pool: r.Pool, Commit: r.Commit, Seq: r.Seq, Updated: r.Updated.UTC(), LastBytes: r.LastBytes})
 	}
 	if l := d.Loss; l != nil {
 		st.Loss = &lossWire{CommitsLost: l.CommitsLost, LastReplicatedCommit: l.LastReplicatedCommit,
@@ -199,9 +206,12 @@ func dotFrom(obj *unstructured.Unstructured) (Dot, error) {
 		return Dot{}, fmt.Errorf("Dot %s: %w", obj.GetName(), err)
 	}
 	d := Dot{ID: obj.GetName(), Name: spec.Name, Capacity: spec.Capacity, Master: st.Master, NewestCommit: st.NewestCommit,
-		Seq: st.Seq, Version: obj.GetResourceVersion()}
+		Seq: st.Seq, Version: obj.GetResourceVersion(), Moving: st.Moving}
+	if st.MovingSince != nil {
+		d.MovingSince = *st.MovingSince
+	}
 	for _, r := range st.Replicas {
-		d.Replicas = append(d.Replicas, Replica{Pool: r.Pool, Commit: r.Commit, Seq: r.Seq, Updated: r.Updated})
+		d.Replicas = append(d.Replicas, Replica{Pool: r.Pool, Commit: r.Commit, Seq: r.Seq, Updated: r.Updated, LastBytes: r.LastBytes})
 	}
 	if l := st.Loss; l != nil {
 		d.Loss = &Loss{CommitsLost: l.CommitsLost, LastReplicatedCommit: l.LastReplicatedCommit,

@@ -39,6 +39,9 @@ type Replica struct {
 	Commit  string    // newest commit it holds ("" for none yet)
 	Seq     int64     // that commit's sequence number on the master
 	Updated time.Time // when it last caught up
+	// LastBytes is the size of the last stream sent to it: an incremental
+	// catch-up costs the changed blocks, not the dot.
+	LastBytes int64
 }
 
 // Loss records what a failover could not carry over.
@@ -62,6 +65,10 @@ type Dot struct {
 	NewestCommit string
 	Seq          int64
 	Loss         *Loss
+	// Moving names the pool a handoff is bringing the dot to: the claim
+	// that lets exactly one node move a dot at a time.
+	Moving      string
+	MovingSince time.Time
 	// Version is the record's resourceVersion: updates compare-and-swap on it.
 	Version string
 }

@@ -65,11 +65,12 @@ func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader) error {
 	if err := p.z.Set(ctx, p.dataset(dotID), "atime", "off"); err != nil {
 		klog.ErrorS(err, "atime=off on replica", "dot", dotID)
 	}
-	return p.reload(ctx, dotID)
+	return p.Reload(ctx, dotID)
 }
 
-// reload re-reads one dot and its commits from the pool into the index.
-func (p *Pool) reload(ctx context.Context, dotID string) error {
+// Reload re-reads one dot and its commits from the pool into the index,
+// after another process (a receive) changed it.
+func (p *Pool) Reload(ctx context.Context, dotID string) error {
 	list, err := p.z.Get(ctx, []string{p.dataset(dotID)}, true, loadProps...)
 	if err != nil {
 		return fmt.Errorf("reloading dot %s on pool %s: %w", dotID, p.cfg.Name, err)

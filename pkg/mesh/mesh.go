@@ -1,0 +1,441 @@
+// Package mesh makes many pools one store: it places dots, replicates each
+// commit to a dot's replicas, hands a dot over to the node that stages it,
+// and promotes a replica when a master's node has been gone past a grace
+// period. Cluster-wide facts go through a cluster.View; ZFS work goes to
+// each pool's zfsd.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
+)
+
+// ParamReplicas is the StorageClass parameter for the number of copies.
+const ParamReplicas = "replicas"
+
+// Config wires a Store.
+type Config struct {
+	View  cluster.View
+	Peers *remote.Dialer
+	// Local is this node's pool and LocalAddress its zfsd; both empty in the
+	// controller, which never mounts.
+	Local        *zfsd.Pool
+	LocalAddress string
+	// Unreachable is how long a pool may go without a heartbeat before it
+	// counts as gone: calls that need it fail fast with Unavailable.
+	Unreachable time.Duration
+	// FailoverGrace is how long a master's pool must have been gone before
+	// a replica is promoted in its place.
+	FailoverGrace time.Duration
+	Now           func() time.Time
+}
+
+// Store is the cluster as one driver.Store.
+type Store struct {
+	cfg Config
+
+	mu          sync.Mutex
+	replicating map[string]bool // dots with a replication pass running
+	wg          sync.WaitGroup
+}
+
+// New returns a Store.
+func New(cfg Config) *Store {
+	if cfg.Unreachable == 0 {
+		cfg.Unreachable = 10 * time.Second
+	}
+	if cfg.FailoverGrace == 0 {
+		cfg.FailoverGrace = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{cfg: cfg, replicating: map[string]bool{}}
+}
+
+// Wait waits for background replication passes (for tests and shutdown).
+func (s *Store) Wait() { s.wg.Wait() }
+
+func (s *Store) alive(p cluster.Pool) bool {
+	return s.cfg.Now().Sub(p.LastHeartbeat) < s.cfg.Unreachable
+}
+
+// client returns the zfsd of a pool that is alive, or Unavailable naming
+// the pool's node.
+func (s *Store) client(ctx context.Context, pool string) (*remote.Client, cluster.Pool, error) {
+	p, err := s.cfg.View.GetPool(ctx, pool)
+	if err != nil {
+		return nil, p, status.Errorf(codes.Unavailable, "pool %s is not in the cluster view: %v", pool, err)
+	}
+	if !s.alive(p) {
+		return nil, p, status.Errorf(codes.Unavailable, "pool %s on node %s has not been heard from for %s",
+			pool, p.Node, s.cfg.Now().Sub(p.LastHeartbeat).Round(time.Second))
+	}
+	c, err := s.cfg.Peers.Client(p.Address)
+	if err != nil {
+		return nil, p, status.Errorf(codes.Unavailable, "pool %s on node %s: %v", pool, p.Node, err)
+	}
+	return c, p, nil
+}
+
+// Pools lists the pools alive now.
+func (s *Store) Pools(ctx context.Context) ([]zfsd.PoolInfo, error) {
+	all, err := s.cfg.View.ListPools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []zfsd.PoolInfo
+	for _, p := range all {
+		if s.alive(p) {
+			out = append(out, zfsd.PoolInfo{Name: p.Name, Node: p.Node, Size: p.Size, Available: p.Available, Zvols: p.Zvols})
+		}
+	}
+	return out, nil
+}
+
+func notFound(kind, id string) error {
+	return fmt.Errorf("%s %s: %w", kind, id, zfsd.ErrNotFound)
+}
+
+func (s *Store) record(ctx context.Context, id string) (cluster.Dot, error) {
+	d, err := s.cfg.View.GetDot(ctx, id)
+	if errors.Is(err, cluster.ErrNotFound) {
+		return d, notFound("dot", id)
+	}
+	return d, err
+}
+
+// ListDots lists dots from the view, where their masters are.
+func (s *Store) ListDots(ctx context.Context) ([]zfsd.Dot, error) {
+	recs, err := s.cfg.View.ListDots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]zfsd.Dot, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, zfsd.Dot{Pool: r.Master, ID: r.ID, Name: r.Name, Capacity: r.Capacity})
+	}
+	return out, nil
+}
+
+// GetDot asks the dot's master for the whole story.
+func (s *Store) GetDot(ctx context.Context, id string) (zfsd.Dot, error) {
+	rec, err := s.record(ctx, id)
+	if err != nil {
+		return zfsd.Dot{}, err
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return zfsd.Dot{}, err
+	}
+	return c.GetDot(ctx, id)
+}
+
+func (s *Store) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error) {
+	recs, err := s.cfg.View.ListDots(ctx)
+	if err != nil {
+		return zfsd.Dot{}, err
+	}
+	for _, r := range recs {
+		if r.Name == name {
+			return s.GetDot(ctx, r.ID)
+		}
+	}
+	return zfsd.Dot{}, notFound("dot named", name)
+}
+
+// replicasFor picks the pools that hold the other copies: the emptiest
+// alive pools on other nodes than the master's.
+func (s *Store) replicasFor(ctx context.Context, master string, params map[string]string) ([]cluster.Replica, error) {
+	all, err := s.cfg.View.ListPools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var alive []cluster.Pool
+	masterNode := ""
+	for _, p := range all {
+		if p.Name == master {
+			masterNode = p.Node
+		}
+		if s.alive(p) {
+			alive = append(alive, p)
+		}
+	}
+	want := min(3, len(alive))
+	if v, ok := params[ParamReplicas]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("parameter replicas=%q: %w", v, zfsd.ErrInvalid)
+		}
+		want = n
+	}
+	sort.Slice(alive, func(i, j int) bool { return alive[i].Available > alive[j].Available })
+	var out []cluster.Replica
+	for _, p := range alive {
+		if len(out) == want-1 {
+			break
+		}
+		if p.Name != master && p.Node != masterNode {
+			out = append(out, cluster.Replica{Pool: p.Name})
+		}
+	}
+	if len(out) < want-1 {
+		return nil, status.Errorf(codes.ResourceExhausted, "replicas=%d needs %d pools on other nodes than %s; %d are alive", want, want-1, masterNode, len(out))
+	}
+	return out, nil
+}
+
+// CreateDot claims the dot in the view first, so no two controllers can
+// make it, then makes it on its master.
+func (s *Store) CreateDot(ctx context.Context, spec zfsd.DotSpec) (zfsd.Dot, error) {
+	replicas, err := s.replicasFor(ctx, spec.Pool, spec.Params)
+	if err != nil {
+		return zfsd.Dot{}, err
+	}
+	if spec.FromCommit != "" || spec.FromDot != "" {
+		if err := s.bringSource(ctx, spec); err != nil {
+			return zfsd.Dot{}, err
+		}
+	}
+	rec := cluster.Dot{ID: spec.ID, Name: spec.Name, Capacity: spec.Capacity, Master: spec.Pool, Replicas: replicas}
+	if _, err := s.cfg.View.CreateDot(ctx, rec); err != nil {
+		return zfsd.Dot{}, err
+	}
+	c, _, err := s.client(ctx, spec.Pool)
+	if err == nil {
+		var d zfsd.Dot
+		if d, err = c.CreateDot(ctx, spec); err == nil {
+			return d, nil
+		}
+	}
+	if derr := s.cfg.View.DeleteDot(context.WithoutCancel(ctx), spec.ID); derr != nil {
+		klog.ErrorS(derr, "removing the view record of a dot that was not made", "dot", spec.ID)
+	}
+	return zfsd.Dot{}, err
+}
+
+// bringSource makes sure the source of a branch is on the target pool: an
+// instant clone needs its origin there. If the source dot lives elsewhere
+// its master pushes it to the target, which becomes one more replica.
+func (s *Store) bringSource(ctx context.Context, spec zfsd.DotSpec) error {
+	srcID := spec.FromDot
+	if spec.FromCommit != "" {
+		srcID = dotOf(spec.FromCommit)
+	}
+	rec, err := s.record(ctx, srcID)
+	if err != nil {
+		return err
+	}
+	if rec.Master == spec.Pool {
+		return nil
+	}
+	if spec.FromDot != "" {
+		return status.Errorf(codes.Unimplemented, "branching dot %s (on pool %s) onto pool %s: branch a commit of it instead", srcID, rec.Master, spec.Pool)
+	}
+	src, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return err
+	}
+	_, dst, err := s.client(ctx, spec.Pool)
+	if err != nil {
+		return err
+	}
+	if _, err := src.Push(ctx, srcID, dst.Address); err != nil {
+		return err
+	}
+	return s.noteReplica(ctx, srcID, spec.Pool)
+}
+
+func dotOf(commitID string) string {
+	for i := 0; i < len(commitID); i++ {
+		if commitID[i] == '@' {
+			return commitID[:i]
+		}
+	}
+	return commitID
+}
+
+// noteReplica adds pool to a dot's replicas if it is not there.
+func (s *Store) noteReplica(ctx context.Context, id, pool string) error {
+	return s.updateDot(ctx, id, func(d *cluster.Dot) bool {
+		if _, ok := d.Replica(pool); ok || d.Master == pool {
+			return false
+		}
+		d.Replicas = append(d.Replicas, cluster.Replica{Pool: pool})
+		return true
+	})
+}
+
+// updateDot is cas for changes that cannot fail: change returns false to
+// write nothing.
+func (s *Store) updateDot(ctx context.Context, id string, change func(*cluster.Dot) bool) error {
+	return s.cas(ctx, id, func(d *cluster.Dot) error {
+		if !change(d) {
+			return errSkip
+		}
+		return nil
+	})
+}
+
+// DeleteDot deletes a dot on its master and drops its replicas.
+func (s *Store) DeleteDot(ctx context.Context, id string) error {
+	rec, err := s.record(ctx, id)
+	if errors.Is(err, zfsd.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteDot(ctx, id); err != nil {
+		return err
+	}
+	for _, r := range rec.Replicas {
+		rc, _, err := s.client(ctx, r.Pool)
+		if err == nil {
+			err = rc.DropCopy(ctx, id)
+		}
+		if err != nil {
+			// Not fatal: the copy is unreachable; it carries the dot's ID
+			// and is dropped when its pool comes back and is reconciled.
+			klog.ErrorS(err, "dropping a replica of a deleted dot", "dot", id, "pool", r.Pool)
+		}
+	}
+	return s.cfg.View.DeleteDot(ctx, id)
+}
+
+func (s *Store) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.Dot, error) {
+	rec, err := s.record(ctx, id)
+	if err != nil {
+		return zfsd.Dot{}, err
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return zfsd.Dot{}, err
+	}
+	d, err := c.ResizeDot(ctx, id, capacity)
+	if err != nil {
+		return d, err
+	}
+	return d, s.updateDot(ctx, id, func(r *cluster.Dot) bool { r.Capacity = capacity; return true })
+}
+
+// ListCommits lists each dot's commits as its master has them.
+func (s *Store) ListCommits(ctx context.Context) ([]zfsd.Commit, error) {
+	recs, err := s.cfg.View.ListDots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	masterOf := map[string]string{}
+	for _, r := range recs {
+		masterOf[r.ID] = r.Master
+	}
+	pools, err := s.Pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []zfsd.Commit
+	for _, p := range pools {
+		c, _, err := s.client(ctx, p.Name)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := c.ListCommits(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range cs {
+			if masterOf[x.DotID] == p.Name {
+				out = append(out, x)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *Store) GetCommit(ctx context.Context, id string) (zfsd.Commit, error) {
+	rec, err := s.record(ctx, dotOf(id))
+	if err != nil {
+		return zfsd.Commit{}, notFound("commit", id)
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return zfsd.Commit{}, err
+	}
+	return c.GetCommit(ctx, id)
+}
+
+func (s *Store) GetCommitByName(ctx context.Context, name string) (zfsd.Commit, error) {
+	cs, err := s.ListCommits(ctx)
+	if err != nil {
+		return zfsd.Commit{}, err
+	}
+	for _, c := range cs {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	return zfsd.Commit{}, notFound("commit named", name)
+}
+
+// CreateCommit commits on the master, records it, and replicates it in
+// the background.
+func (s *Store) CreateCommit(ctx context.Context, dotID, name string) (zfsd.Commit, error) {
+	rec, err := s.record(ctx, dotID)
+	if err != nil {
+		return zfsd.Commit{}, err
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return zfsd.Commit{}, err
+	}
+	commit, err := c.CreateCommit(ctx, dotID, name)
+	if err != nil {
+		return commit, err
+	}
+	if err := s.noteCommit(ctx, dotID, commit.ID); err != nil {
+		return commit, err
+	}
+	s.Replicate(dotID)
+	return commit, nil
+}
+
+func (s *Store) noteCommit(ctx context.Context, dotID, commitID string) error {
+	return s.updateDot(ctx, dotID, func(d *cluster.Dot) bool {
+		d.Seq++
+		d.NewestCommit = commitID
+		return true
+	})
+}
+
+func (s *Store) DeleteCommit(ctx context.Context, id string) error {
+	rec, err := s.record(ctx, dotOf(id))
+	if errors.Is(err, zfsd.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return err
+	}
+	return c.DeleteCommit(ctx, id)
+}

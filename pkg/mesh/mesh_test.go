@@ -1,0 +1,343 @@
+package mesh_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
+)
+
+// node is one pool served by its zfsd over TCP loopback with mutual TLS,
+// and the mesh store its node plugin would use.
+type node struct {
+	pool  *zfsd.Pool
+	addr  string
+	store *mesh.Store
+	srv   *grpc.Server
+	stop  context.CancelFunc
+}
+
+type testCluster struct {
+	view  *cluster.Memory
+	ca    *pki.CA
+	nodes []*node
+	ctrl  *mesh.Store
+}
+
+func identity(t *testing.T, ca *pki.CA, name string) *pki.Identity {
+	t.Helper()
+	cert, key, err := ca.Issue(name, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(ca.CertPEM, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func newCluster(t *testing.T, n int, grace time.Duration) *testCluster {
+	ca, err := pki.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &testCluster{view: cluster.NewMemory(), ca: ca}
+	for i := range n {
+		pool, _ := zfsenv.Pool(t, 512<<20)
+		id := identity(t, ca, pool.Name())
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers := remote.NewDialer(id)
+		srv := grpc.NewServer(remote.ServerOptions(id)...)
+		api.RegisterZfsdServer(srv, remote.NewServer(pool, peers))
+		go func() { _ = srv.Serve(l) }()
+		nd := &node{pool: pool, addr: l.Addr().String(), srv: srv}
+		nd.store = mesh.New(mesh.Config{View: tc.view, Peers: peers, Local: pool, LocalAddress: nd.addr,
+			Unreachable: time.Second, FailoverGrace: grace})
+		ctx, cancel := context.WithCancel(context.Background())
+		nd.stop = cancel
+		go nd.store.Heartbeat(ctx, "node-"+string(rune('a'+i)), 200*time.Millisecond)
+		t.Cleanup(func() { cancel(); srv.Stop(); peers.Close() })
+		tc.nodes = append(tc.nodes, nd)
+	}
+	tc.ctrl = mesh.New(mesh.Config{View: tc.view, Peers: remote.NewDialer(identity(t, ca, "controller")),
+		Unreachable: time.Second, FailoverGrace: grace})
+	t.Cleanup(tc.ctrl.Wait)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pools, _ := tc.ctrl.Pools(context.Background())
+		if len(pools) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pools alive", len(pools), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return tc
+}
+
+func ctxT(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func writeRandom(t *testing.T, path string, n int64) string {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return sum(t, path)
+}
+
+func sum(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func (tc *testCluster) createDot(t *testing.T, on *node, replicas string) zfsd.Dot {
+	t.Helper()
+	d, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: on.pool.Name(), ID: uuid.NewString(), Name: "dot-" + uuid.NewString()[:8],
+		Capacity: 256 << 20, Params: map[string]string{mesh.ParamReplicas: replicas}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (tc *testCluster) commit(t *testing.T, dot, name string) {
+	t.Helper()
+	if _, err := tc.ctrl.CreateCommit(ctxT(t), dot, name); err != nil {
+		t.Fatal(err)
+	}
+	tc.ctrl.Wait()
+}
+
+func TestReplicationIsIncremental(t *testing.T) {
+	tc := newCluster(t, 3, time.Minute)
+	a := tc.nodes[0]
+	d := tc.createDot(t, a, "2")
+	rec, _ := tc.view.GetDot(ctxT(t), d.ID)
+	if len(rec.Replicas) != 1 || rec.Master != a.pool.Name() {
+		t.Fatalf("record %+v: want master %s and one replica", rec, a.pool.Name())
+	}
+	dir, err := a.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(dir, "data"), 8<<20)
+	tc.commit(t, d.ID, "c1")
+	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
+	tc.commit(t, d.ID, "c2")
+
+	rec, _ = tc.view.GetDot(ctxT(t), d.ID)
+	r := rec.Replicas[0]
+	if r.Seq != 2 || r.Commit != rec.NewestCommit {
+		t.Fatalf("replica %+v lags master (seq %d, newest %s)", r, rec.Seq, rec.NewestCommit)
+	}
+	// The second stream carries the 1 MiB written since c1, not the dot.
+	if r.LastBytes < 1<<20 || r.LastBytes > 2<<20 {
+		t.Fatalf("incremental stream was %d bytes for 1 MiB of new data", r.LastBytes)
+	}
+	var holder *node
+	for _, n := range tc.nodes {
+		if n.pool.Name() == r.Pool {
+			holder = n
+		}
+	}
+	snaps, err := holder.pool.Snapshots(ctxT(t), d.ID)
+	if err != nil || len(snaps) != 2 {
+		t.Fatalf("replica holds %v, %v; want both commits", snaps, err)
+	}
+}
+
+func TestHandoffMovesOnlyTheDiff(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	a, b := tc.nodes[0], tc.nodes[1]
+	d := tc.createDot(t, a, "2")
+	dir, err := a.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(dir, "data"), 16<<20)
+	tc.commit(t, d.ID, "c1")
+	want := writeRandom(t, filepath.Join(dir, "new"), 2<<20) // not committed
+
+	// Staged on the master (a bind of its mount, as NodeStage makes): refused.
+	staging := filepath.Join(t.TempDir(), "staging")
+	if err := mountinfo.Bind(dir, staging, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.MountDot(ctxT(t), d.ID); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("handoff while staged on the master: %v, want FailedPrecondition", err)
+	}
+	if err := mountinfo.Unmount(staging); err != nil {
+		t.Fatal(err)
+	}
+	bdir, err := b.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(t, filepath.Join(bdir, "new")); got != want {
+		t.Fatal("uncommitted data did not follow the dot")
+	}
+	rec, _ := tc.view.GetDot(ctxT(t), d.ID)
+	if rec.Master != b.pool.Name() || rec.Moving != "" {
+		t.Fatalf("after handoff: master %s moving %q", rec.Master, rec.Moving)
+	}
+	if old, ok := rec.Replica(a.pool.Name()); !ok || old.Seq != rec.Seq {
+		t.Fatalf("old master is not an up-to-date replica: %+v", rec.Replicas)
+	}
+}
+
+func TestExactlyOneNodeWinsARace(t *testing.T) {
+	tc := newCluster(t, 3, time.Minute)
+	d := tc.createDot(t, tc.nodes[0], "1")
+	dir, err := tc.nodes[0].store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(dir, "data"), 4<<20)
+	tc.commit(t, d.ID, "c1")
+	if err := tc.nodes[0].store.UnmountDot(ctxT(t), d.ID); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, n := range tc.nodes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = n.store.MountDot(ctxT(t), d.ID)
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case status.Code(err) == codes.Aborted:
+		default:
+			t.Errorf("loser got %v, want Aborted", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d nodes became master (errors %v)", won, errs)
+	}
+}
+
+func TestFailoverAfterGraceReportsLoss(t *testing.T) {
+	grace := 3 * time.Second
+	tc := newCluster(t, 2, grace)
+	a, b := tc.nodes[0], tc.nodes[1]
+	d := tc.createDot(t, a, "2")
+	dir, err := a.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeRandom(t, filepath.Join(dir, "data"), 4<<20)
+	tc.commit(t, d.ID, "replicated")
+	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
+	// A commit the replica never gets: the master dies right after.
+	a.stop()
+	a.srv.Stop()
+	if _, err := a.pool.CreateCommit(ctxT(t), d.ID, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := tc.view.GetDot(ctxT(t), d.ID) // what CreateCommit records
+	rec.Seq++
+	if _, err := tc.view.UpdateDot(ctxT(t), rec); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past Unreachable
+	start := time.Now()
+	_, err = b.store.MountDot(ctxT(t), d.ID)
+	if status.Code(err) != codes.Unavailable || time.Since(start) > 2*time.Second {
+		t.Fatalf("staging while the master is gone: %v after %s, want a fast Unavailable", err, time.Since(start))
+	}
+	time.Sleep(grace)
+	bdir, err := b.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatalf("after the grace period: %v", err)
+	}
+	if got := sum(t, filepath.Join(bdir, "data")); got != want {
+		t.Fatal("promoted replica does not hold the last replicated commit's data")
+	}
+	rec, _ = tc.view.GetDot(ctxT(t), d.ID)
+	if rec.Master != b.pool.Name() || rec.Loss == nil || rec.Loss.CommitsLost != 1 || rec.Loss.FromPool != a.pool.Name() {
+		t.Fatalf("record after failover: master %s loss %+v", rec.Master, rec.Loss)
+	}
+	if len(tc.view.Events) != 1 {
+		t.Fatalf("events %q, want one failover event", tc.view.Events)
+	}
+}
+
+func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
+	tc := newCluster(t, 1, time.Minute)
+	addr := tc.nodes[0].addr
+	other, _ := pki.NewCA("someone else's CA")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(tc.ca.CertPEM)
+	for name, creds := range map[string]credentials.TransportCredentials{
+		"no client certificate":     credentials.NewTLS(&tls.Config{RootCAs: roots}),
+		"certificate of another CA": credentials.NewTLS(identity(t, other, "intruder").ClientTLS()),
+	} {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = api.NewZfsdClient(conn).Info(ctxT(t), &api.InfoRequest{})
+		conn.Close()
+		if err == nil {
+			t.Errorf("%s: zfsd answered", name)
+		}
+	}
+	if _, err := remote.NewDialer(nil).Client(addr); err == nil {
+		t.Error("a dialer without an identity dialed TCP")
+	}
+	c, _ := remote.NewDialer(identity(t, tc.ca, "friend")).Client(addr)
+	if _, err := c.Info(ctxT(t)); err != nil {
+		t.Fatalf("a peer with a cluster certificate was refused: %v", err)
+	}
+}
