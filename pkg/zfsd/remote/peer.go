@@ -67,4 +67,3 @@ func ServerOptions(id *pki.Identity) []grpc.ServerOption {
 	}
 	return opts
 }
-

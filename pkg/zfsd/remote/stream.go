@@ -225,4 +225,3 @@ func (s *Server) lockDot(id string) (func(), error) {
 		s.mu.Unlock()
 	}, nil
 }
-
