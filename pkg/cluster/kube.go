@@ -211,7 +211,7 @@ func dotFrom(obj *unstructured.Unstructured) (Dot, error) {
 		d.MovingSince = *st.MovingSince
 	}
 	for _, r := range st.Replicas {
-		d.Replicas = append(d.Replicas, Replica{Pool: r.Pool, Commit: r.Commit, Seq: r.Seq, Updated: r.Updated, LastBytes: r.LastBytes})
+		d.Replicas = append(d.Replicas, Replica(r))
 	}
 	if l := st.Loss; l != nil {
 		d.Loss = &Loss{CommitsLost: l.CommitsLost, LastReplicatedCommit: l.LastReplicatedCommit,
