@@ -1,6 +1,11 @@
 // Command dotmesh-controller is the controller plugin: CSI Identity and
 // Controller on a unix socket for csi-provisioner, csi-snapshotter and
-// csi-resizer. It does no ZFS work itself; it drives the node's zfsd.
+// csi-resizer. It does no ZFS work itself.
+//
+// In a cluster (--kubeconfig, or in a pod) it places dots on the nodes'
+// pools through the cluster view and keeps replicas caught up; it creates
+// the cluster CA Secret on first start. With --zfsd-endpoint it drives the
+// one zfsd on that unix socket instead.
 package main
 
 import (
@@ -13,9 +18,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
 
@@ -23,31 +32,84 @@ var version = "dev"
 
 func main() {
 	var (
-		endpoint   = flag.String("endpoint", "unix:///var/lib/csi/sockets/pluginproxy/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
-		zfsdAddr   = flag.String("zfsd-endpoint", "", "the node's zfsd API (unix:///path); required until the cluster view lands")
-		driverName = flag.String("driver-name", driver.DefaultName, "CSI driver name")
+		endpoint    = flag.String("endpoint", "unix:///var/lib/csi/sockets/pluginproxy/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
+		zfsdAddr    = flag.String("zfsd-endpoint", "", "drive the one zfsd on this unix socket (no cluster)")
+		driverName  = flag.String("driver-name", driver.DefaultName, "CSI driver name")
+		kubeconfig  = flag.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster config")
+		namespace   = flag.String("namespace", "dotmesh-system", "namespace of the CA Secret and of Events")
+		caSecret    = flag.String("ca-secret", "dotmesh-ca", "Secret holding the cluster CA (created if missing)")
+		unreachable = flag.Duration("unreachable-after", 10*time.Second, "a pool not heard from this long is unreachable")
+		resync      = flag.Duration("replication-resync", 10*time.Second, "how often lagging replicas are caught up")
 	)
 	klog.InitFlags(nil)
 	flag.Parse()
-	if *zfsdAddr == "" {
-		klog.ErrorS(nil, "--zfsd-endpoint is required")
-		os.Exit(2)
-	}
-	// Unix sockets only for now: the zfsd API gets mutual TLS before it is
-	// ever offered over TCP.
-	conn, err := grpc.NewClient(*zfsdAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		klog.ErrorS(err, "dialing zfsd", "endpoint", *zfsdAddr)
-		os.Exit(1)
-	}
-	defer conn.Close()
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := driver.New(driver.Config{Name: *driverName, Version: version}, remote.NewClient(conn))
-	err = driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true})})
+
+	var store driver.Store
+	if *zfsdAddr != "" {
+		// A unix socket on this host: no network, so no TLS.
+		conn, err := grpc.NewClient(*zfsdAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			klog.ErrorS(err, "dialing zfsd", "endpoint", *zfsdAddr)
+			os.Exit(1)
+		}
+		defer conn.Close()
+		store = remote.NewClient(conn)
+	} else {
+		ms, peers, err := joinCluster(ctx, *kubeconfig, *namespace, *caSecret, *unreachable)
+		if err != nil {
+			klog.ErrorS(err, "joining the cluster")
+			os.Exit(1)
+		}
+		defer peers.Close()
+		go rebuildThenReconcile(ctx, ms, *resync)
+		store = ms
+	}
+	d := driver.New(driver.Config{Name: *driverName, Version: version}, store)
+	err := driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true})})
 	klog.Flush()
 	if err != nil {
 		os.Exit(1)
 	}
+}
+
+func joinCluster(ctx context.Context, kubeconfig, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, *remote.Dialer, error) {
+	cfg, err := cluster.RestConfig(kubeconfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cluster.EnsureCRDs(ctx, cfg); err != nil {
+		return nil, nil, err
+	}
+	view, err := cluster.NewKube(cfg, namespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := pki.ClusterIdentity(ctx, cs, namespace, caSecret, "controller")
+	if err != nil {
+		return nil, nil, err
+	}
+	peers := remote.NewDialer(id)
+	return mesh.New(mesh.Config{View: view, Peers: peers, Unreachable: unreachable}), peers, nil
+}
+
+// rebuildThenReconcile restores records the view lost, once the nodes have
+// had time to report, then keeps replicas caught up.
+func rebuildThenReconcile(ctx context.Context, ms *mesh.Store, every time.Duration) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(every):
+	}
+	if n, err := ms.Rebuild(ctx); err != nil {
+		klog.ErrorS(err, "rebuilding the cluster view from the pools")
+	} else if n > 0 {
+		klog.InfoS("cluster view rebuilt from the pools", "restored", n)
+	}
+	ms.Reconcile(ctx, every)
 }

@@ -1,7 +1,14 @@
 // Command dotmesh-node is the node plugin: CSI Identity and Node on a unix
-// socket for the kubelet, and zfsd, which owns this node's pool. With
-// --standalone it also serves the Controller on the same socket: one node,
-// a local pool, no Kubernetes.
+// socket for the kubelet, and zfsd, which owns this node's pool.
+//
+// Modes:
+//   - --standalone: also the CSI Controller on the same socket; one node,
+//     a local pool, no Kubernetes.
+//   - cluster (with --kubeconfig, or in a pod): zfsd's API on TCP with
+//     mutual TLS for the controller and peer nodes, the cluster view in the
+//     Kubernetes API, and dots that follow their pods from node to node.
+//   - neither: one node serving CSI Node, and zfsd's API on a unix socket
+//     (--zfsd-endpoint) for a dotmesh-controller on the same host.
 package main
 
 import (
@@ -10,6 +17,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,9 +27,13 @@ import (
 
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
@@ -30,75 +42,177 @@ import (
 
 var version = "dev"
 
+type options struct {
+	endpoint, nodeID, dataDir, poolName, poolSize, mountRoot, hostMI, allowed, defaultSize, driverName string
+	standalone                                                                                      bool
+	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                         string
+	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                         string
+	heartbeat, unreachable, failoverGrace                                                           time.Duration
+}
+
 func main() {
 	hostname, _ := os.Hostname()
-	var (
-		endpoint     = flag.String("endpoint", "unix:///var/lib/kubelet/plugins/csi.dotmesh.io/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
-		nodeID       = flag.String("node-id", hostname, "this node's name, reported in NodeGetInfo and as topology "+driver.TopologyKey)
-		standalone   = flag.Bool("standalone", false, "also serve the CSI Controller on the same endpoint (one node, no Kubernetes)")
-		dataDir      = flag.String("data-dir", "/var/lib/dotmesh", "backing folder holding the pool file "+zfsd.PoolFile)
-		poolName     = flag.String("pool-name", "", "pool name; default is derived from the backing folder so it names the backing, not the node")
-		poolSize     = flag.String("pool-size", "", "size of a new pool file (e.g. 10Gi); default 90% of the backing folder's free space")
-		mountRoot    = flag.String("mount-root", "", "where dots are mounted; default DATA-DIR/mnt")
-		hostMI       = flag.String("host-mountinfo", "", "mountinfo of a host process (e.g. /proc/1/mountinfo with hostPID): resolve and bind the backing folder's host-visible path")
-		allowed      = flag.String("allowed-target-dirs", "/var/lib/kubelet", "comma-separated folders inside which staging and target paths may lie")
-		zfsdEndpoint = flag.String("zfsd-endpoint", "", "serve zfsd's API here for a separate controller (unix:///path); empty disables it")
-		defaultSize  = flag.String("default-volume-size", "1Gi", "capacity of a volume created without a size")
-		driverName   = flag.String("driver-name", driver.DefaultName, "CSI driver name")
-	)
+	var o options
+	flag.StringVar(&o.endpoint, "endpoint", "unix:///var/lib/kubelet/plugins/csi.dotmesh.io/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
+	flag.StringVar(&o.nodeID, "node-id", hostname, "this node's name, reported in NodeGetInfo and as topology "+driver.TopologyKey)
+	flag.BoolVar(&o.standalone, "standalone", false, "also serve the CSI Controller on the same endpoint (one node, no Kubernetes)")
+	flag.StringVar(&o.dataDir, "data-dir", "/var/lib/dotmesh", "backing folder holding the pool file "+zfsd.PoolFile)
+	flag.StringVar(&o.poolName, "pool-name", "", "pool name; default is derived from the backing folder so it names the backing, not the node")
+	flag.StringVar(&o.poolSize, "pool-size", "", "size of a new pool file (e.g. 10Gi); default 90% of the backing folder's free space")
+	flag.StringVar(&o.mountRoot, "mount-root", "", "where dots are mounted; default DATA-DIR/mnt")
+	flag.StringVar(&o.hostMI, "host-mountinfo", "", "mountinfo of a host process (e.g. /proc/1/mountinfo with hostPID): resolve and bind the backing folder's host-visible path")
+	flag.StringVar(&o.allowed, "allowed-target-dirs", "/var/lib/kubelet", "comma-separated folders inside which staging and target paths may lie")
+	flag.StringVar(&o.defaultSize, "default-volume-size", "1Gi", "capacity of a volume created without a size")
+	flag.StringVar(&o.driverName, "driver-name", driver.DefaultName, "CSI driver name")
+	flag.StringVar(&o.zfsdEndpoint, "zfsd-endpoint", "", "also serve zfsd's API on this unix socket, for a controller on the same host (unix:///path)")
+	flag.StringVar(&o.zfsdListen, "zfsd-listen", ":7455", "cluster mode: zfsd's API on TCP, with mutual TLS")
+	flag.StringVar(&o.zfsdAdvertise, "zfsd-advertise", "", "cluster mode: the address peers dial (host:port); default the listen address with this node's IP")
+	flag.StringVar(&o.kubeconfig, "kubeconfig", "", "cluster mode: kubeconfig file; empty uses the in-cluster config")
+	flag.StringVar(&o.namespace, "namespace", "dotmesh-system", "cluster mode: namespace of the CA Secret and of Events")
+	flag.StringVar(&o.caSecret, "ca-secret", "dotmesh-ca", "cluster mode: Secret holding the cluster CA")
+	flag.StringVar(&o.tlsCA, "tls-ca-file", "", "cluster mode: CA certificate file, instead of the CA Secret")
+	flag.StringVar(&o.tlsCert, "tls-cert-file", "", "cluster mode: this node's certificate file")
+	flag.StringVar(&o.tlsKey, "tls-key-file", "", "cluster mode: this node's key file")
+	flag.DurationVar(&o.heartbeat, "heartbeat", 2*time.Second, "cluster mode: how often this node refreshes its pool in the cluster view")
+	flag.DurationVar(&o.unreachable, "unreachable-after", 10*time.Second, "cluster mode: a pool not heard from this long is unreachable; staging its dots elsewhere fails fast")
+	flag.DurationVar(&o.failoverGrace, "failover-grace", 2*time.Minute, "cluster mode: a master unreachable this long is replaced by its most up-to-date replica")
 	klog.InitFlags(nil)
 	flag.Parse()
+	os.Exit(run(o))
+}
 
-	size, err := quantity(*poolSize)
+func run(o options) int {
+	size, err := quantity(o.poolSize)
 	if err != nil {
 		klog.ErrorS(err, "bad --pool-size")
-		os.Exit(2)
+		return 2
 	}
-	defSize, err := quantity(*defaultSize)
+	defSize, err := quantity(o.defaultSize)
 	if err != nil {
 		klog.ErrorS(err, "bad --default-volume-size")
-		os.Exit(2)
+		return 2
 	}
-	dir, err := filepath.Abs(*dataDir)
+	dir, err := filepath.Abs(o.dataDir)
 	if err != nil {
 		klog.ErrorS(err, "bad --data-dir")
-		os.Exit(2)
+		return 2
 	}
-	if *poolName == "" {
-		*poolName = DefaultPoolName(dir)
+	if o.poolName == "" {
+		o.poolName = DefaultPoolName(dir)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	z := zfs.New(zfs.ExecRunner{}, zfs.Options{})
-	pool, err := zfsd.Open(openCtx, z, zfsd.Config{Name: *poolName, Dir: dir, HostMountinfo: *hostMI,
-		Size: size, MountRoot: *mountRoot, Node: *nodeID})
+	pool, err := zfsd.Open(openCtx, zfs.New(zfs.ExecRunner{}, zfs.Options{}), zfsd.Config{Name: o.poolName, Dir: dir,
+		HostMountinfo: o.hostMI, Size: size, MountRoot: o.mountRoot, Node: o.nodeID})
 	cancel()
 	if err != nil {
-		klog.ErrorS(err, "opening pool", "pool", *poolName, "dir", dir)
-		os.Exit(1)
+		klog.ErrorS(err, "opening pool", "pool", o.poolName, "dir", dir)
+		return 1
 	}
 
-	d := driver.New(driver.Config{Name: *driverName, Version: version, NodeID: *nodeID,
-		AllowedTargetDirs: splitList(*allowed), DefaultCapacity: defSize}, pool)
-	eps := []driver.Endpoint{{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: *standalone, Node: true})}}
-	if *zfsdEndpoint != "" {
-		zs := grpc.NewServer()
-		api.RegisterZfsdServer(zs, remote.NewServer(pool, nil))
-		eps = append(eps, driver.Endpoint{Address: *zfsdEndpoint, Server: zs})
+	var store driver.Store = pool
+	var eps []driver.Endpoint
+	var peers *remote.Dialer
+	if !o.standalone && (o.kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "") {
+		var ms *mesh.Store
+		var zs *grpc.Server
+		ms, zs, peers, err = clusterMode(ctx, o, pool)
+		if err != nil {
+			klog.ErrorS(err, "joining the cluster")
+			closePool(pool)
+			return 1
+		}
+		store = ms
+		eps = append(eps, driver.Endpoint{Address: "tcp://" + o.zfsdListen, Server: zs})
+		go ms.Heartbeat(ctx, o.nodeID, o.heartbeat)
 	}
-	klog.InfoS("starting", "standalone", *standalone, "node", *nodeID, "pool", *poolName)
+	d := driver.New(driver.Config{Name: o.driverName, Version: version, NodeID: o.nodeID,
+		AllowedTargetDirs: splitList(o.allowed), DefaultCapacity: defSize}, store)
+	eps = append(eps, driver.Endpoint{Address: o.endpoint, Server: driver.NewServer(d, driver.Services{Controller: o.standalone, Node: true})})
+	if o.zfsdEndpoint != "" {
+		zs := grpc.NewServer(remote.ServerOptions(nil)...)
+		api.RegisterZfsdServer(zs, remote.NewServer(pool, peers))
+		eps = append(eps, driver.Endpoint{Address: o.zfsdEndpoint, Server: zs})
+	}
+	klog.InfoS("starting", "standalone", o.standalone, "node", o.nodeID, "pool", o.poolName)
 	code := 0
 	if err := driver.Serve(ctx, 20*time.Second, eps...); err != nil {
 		code = 1
+	}
+	if peers != nil {
+		peers.Close()
 	}
 	// Export only after every server has stopped: no call is using the pool.
 	if err := closePool(pool); err != nil {
 		code = 1
 	}
 	klog.Flush()
-	os.Exit(code)
+	return code
+}
+
+// clusterMode joins the cluster: an identity from the cluster CA, zfsd's
+// API on TCP with mutual TLS, and the mesh over the Kubernetes view.
+func clusterMode(ctx context.Context, o options, pool *zfsd.Pool) (*mesh.Store, *grpc.Server, *remote.Dialer, error) {
+	cfg, err := cluster.RestConfig(o.kubeconfig)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	view, err := cluster.NewKube(cfg, o.namespace)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	advertise, err := advertiseAddress(o.zfsdListen, o.zfsdAdvertise)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	host, _, _ := net.SplitHostPort(advertise)
+	var id *pki.Identity
+	if o.tlsCA != "" {
+		id, err = pki.LoadFiles(o.tlsCA, o.tlsCert, o.tlsKey)
+	} else {
+		cs, cerr := kubernetes.NewForConfig(cfg)
+		if cerr != nil {
+			return nil, nil, nil, cerr
+		}
+		id, err = pki.ClusterIdentity(ctx, cs, o.namespace, o.caSecret, "node:"+o.nodeID, host)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("zfsd identity: %w", err)
+	}
+	peers := remote.NewDialer(id)
+	zs := grpc.NewServer(remote.ServerOptions(id)...)
+	api.RegisterZfsdServer(zs, remote.NewServer(pool, peers))
+	ms := mesh.New(mesh.Config{View: view, Peers: peers, Local: pool, LocalAddress: advertise,
+		Unreachable: o.unreachable, FailoverGrace: o.failoverGrace})
+	klog.InfoS("cluster mode", "zfsd", advertise, "failoverGrace", o.failoverGrace)
+	return ms, zs, peers, nil
+}
+
+// advertiseAddress is what peers dial: the flag, or the listen address
+// with the first non-loopback IP of this node.
+func advertiseAddress(listen, advertise string) (string, error) {
+	if advertise != "" {
+		return advertise, nil
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("--zfsd-listen %q: %w", listen, err)
+	}
+	if host != "" && host != "0.0.0.0" && host != "::" {
+		return listen, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return net.JoinHostPort(ipn.IP.String(), port), nil
+		}
+	}
+	return "", fmt.Errorf("no address to advertise for zfsd; set --zfsd-advertise")
 }
 
 // DefaultPoolName names a pool after its backing folder.

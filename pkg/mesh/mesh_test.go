@@ -341,3 +341,35 @@ func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
 		t.Fatalf("a peer with a cluster certificate was refused: %v", err)
 	}
 }
+
+func TestViewIsRebuiltFromThePools(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	a := tc.nodes[0]
+	d := tc.createDot(t, a, "2")
+	dir, err := a.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
+	tc.commit(t, d.ID, "c1")
+	tc.commit(t, d.ID, "c2")
+	before, _ := tc.view.GetDot(ctxT(t), d.ID)
+	if err := tc.view.DeleteDot(ctxT(t), d.ID); err != nil {
+		t.Fatal(err)
+	}
+	n, err := tc.ctrl.Rebuild(ctxT(t))
+	if err != nil || n != 1 {
+		t.Fatalf("rebuild restored %d, %v", n, err)
+	}
+	after, err := tc.view.GetDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Master != before.Master || after.Name != before.Name || after.Capacity != before.Capacity ||
+		after.Seq != 2 || len(after.Replicas) != 1 || after.Replicas[0].Seq != 2 {
+		t.Fatalf("rebuilt %+v\nfrom     %+v", after, before)
+	}
+	if n, _ := tc.ctrl.Rebuild(ctxT(t)); n != 0 {
+		t.Fatalf("a second rebuild restored %d records", n)
+	}
+}

@@ -37,3 +37,17 @@ func EnsureCASecret(ctx context.Context, cs kubernetes.Interface, namespace, nam
 	}
 	return ParseCA(s.Data["ca.crt"], s.Data["ca.key"])
 }
+
+// ClusterIdentity mints this process a leaf certificate from the cluster CA
+// kept in a Secret (made on first use), valid for hosts.
+func ClusterIdentity(ctx context.Context, cs kubernetes.Interface, namespace, secret, name string, hosts ...string) (*Identity, error) {
+	ca, err := EnsureCASecret(ctx, cs, namespace, secret)
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := ca.Issue(name, hosts...)
+	if err != nil {
+		return nil, err
+	}
+	return NewIdentity(ca.CertPEM, cert, key)
+}
