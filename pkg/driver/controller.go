@@ -133,6 +133,9 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 	if err != nil {
 		return nil, err
 	}
+	if n, err := strconv.Atoi(req.GetParameters()[paramReplicas]); err == nil && n > nodeCount(pools) {
+		return nil, statusf(codes.ResourceExhausted, "replicas=%d needs pools on %d nodes; %d are available", n, n, nodeCount(pools))
+	}
 	target, err := place(pools, req.GetAccessibilityRequirements(), size, near)
 	if err != nil {
 		return nil, err

@@ -180,7 +180,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return err
 		}, s.want})
 	}
-	for _, p := range []map[string]string{{"nope": "1"}, {"cloneMode": "copy"}, {"compression": "brotli"}, {"compression": "gzip-12"}, {"replicas": "0"}} {
+	for _, p := range []map[string]string{{"nope": "1"}, {"cloneMode": "copy"}, {"compression": "brotli"}, {"compression": "gzip-12"}, {"replicas": "0"}, {"replicas": "two"}, {"commitInterval": "1s"}} {
 		calls = append(calls, call{fmt.Sprintf("CreateVolume params %v", p), func() error {
 			_, err := e.d.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "params", VolumeCapabilities: caps, Parameters: p})
 			return err

@@ -99,3 +99,11 @@ func inTopology(p zfsd.PoolInfo, ts []*csi.Topology) bool {
 	}
 	return false
 }
+
+func nodeCount(pools []zfsd.PoolInfo) int {
+	nodes := map[string]bool{}
+	for _, p := range pools {
+		nodes[p.Node] = true
+	}
+	return len(nodes)
+}

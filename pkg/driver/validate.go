@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/google/uuid"
@@ -68,8 +70,10 @@ func isCommitID(id string) bool {
 
 // StorageClass parameters this driver understands.
 const (
-	paramCloneMode   = "cloneMode"
-	paramCompression = "compression"
+	paramCloneMode      = "cloneMode"
+	paramCompression    = "compression"
+	paramReplicas       = "replicas"       // copies of each commit, on different nodes
+	paramCommitInterval = "commitInterval" // automatic commits, bounding a failover's loss
 	// Keys the external-provisioner and snapshotter add with
 	// --extra-create-metadata; stored for humans, never interpreted.
 	csiMetadataPrefix = "csi.storage.k8s.io/"
@@ -96,12 +100,22 @@ func volumeParams(params map[string]string) (props map[string]string, mode zfsd.
 				return nil, "", invalidf("parameter %s=%q: must be one of on, off, lzjb, zle, gzip, gzip-1..9, lz4, zstd, zstd-1..19", k, v)
 			}
 			props["compression"] = v
+		case k == paramReplicas:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 16 {
+				return nil, "", invalidf("parameter %s=%q: must be a whole number from 1 to 16", k, v)
+			}
+		case k == paramCommitInterval:
+			d, err := time.ParseDuration(v)
+			if err != nil || (d != 0 && d < 10*time.Second) {
+				return nil, "", invalidf("parameter %s=%q: must be a duration of at least 10s (or 0 for none)", k, v)
+			}
 		case strings.HasPrefix(k, csiMetadataPrefix):
 			if strings.ContainsAny(v, "\x00\n\t") {
 				return nil, "", invalidf("parameter %s has a control character", k)
 			}
 		default:
-			return nil, "", invalidf("unknown parameter %q (known: %s, %s)", k, paramCloneMode, paramCompression)
+			return nil, "", invalidf("unknown parameter %q (known: %s, %s, %s, %s)", k, paramCloneMode, paramCompression, paramReplicas, paramCommitInterval)
 		}
 	}
 	return props, mode, nil

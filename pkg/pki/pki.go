@@ -81,6 +81,11 @@ func keyPEM(k *ecdsa.PrivateKey) []byte {
 // Issue makes a leaf certificate for name, usable as server and client,
 // valid for the given IPs and DNS names, for one year.
 func (ca *CA) Issue(name string, hosts ...string) (certPEM, key []byte, err error) {
+	return ca.IssueFor(pkix.Name{CommonName: name}, hosts...)
+}
+
+// IssueFor is Issue with a whole subject (Kubernetes reads groups from O).
+func (ca *CA) IssueFor(subject pkix.Name, hosts ...string) (certPEM, key []byte, err error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -90,7 +95,7 @@ func (ca *CA) Issue(name string, hosts ...string) (certPEM, key []byte, err erro
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: sn, Subject: pkix.Name{CommonName: name},
+		SerialNumber: sn, Subject: subject,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0),
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
