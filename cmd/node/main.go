@@ -44,10 +44,10 @@ var version = "dev"
 
 type options struct {
 	endpoint, nodeID, dataDir, poolName, poolSize, mountRoot, hostMI, allowed, defaultSize, driverName string
-	standalone                                                                                      bool
-	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                         string
-	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                         string
-	heartbeat, unreachable, failoverGrace                                                           time.Duration
+	standalone                                                                                         bool
+	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                            string
+	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                            string
+	heartbeat, unreachable, failoverGrace                                                              time.Duration
 }
 
 func main() {
