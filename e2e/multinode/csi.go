@@ -81,14 +81,27 @@ func (n *Node) Sum(ctx context.Context, path string) (string, error) {
 }
 
 // TxBytes is how many bytes the node has sent over its network interface.
+// /proc/net/dev answers for the reader's network namespace (sysfs would
+// answer for the namespace it was mounted in).
 func (n *Node) TxBytes(ctx context.Context) (int64, error) {
-	out, err := n.Exec(ctx, "cat", "/sys/class/net/eth0/statistics/tx_bytes")
+	out, err := n.Exec(ctx, "cat", "/proc/net/dev")
 	if err != nil {
 		return 0, err
 	}
-	var v int64
-	_, err = fmt.Sscan(strings.TrimSpace(out), &v)
-	return v, err
+	for _, line := range strings.Split(out, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || name != "eth0" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 9 {
+			break
+		}
+		var v int64
+		_, err := fmt.Sscan(f[8], &v)
+		return v, err
+	}
+	return 0, fmt.Errorf("node %s: no eth0 in /proc/net/dev:\n%s", n.Name, out)
 }
 
 // View is the cluster view as the test sees it.

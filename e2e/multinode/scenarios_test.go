@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 )
@@ -107,3 +109,106 @@ func TestReplicationSendsOnlyTheIncrement(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestMigrationMovesOnlyTheLatestDiff(t *testing.T) {
+	h, ctrl := up(t, 2)
+	n0, n1 := h.Nodes[0], h.Nodes[1]
+	c0, c1 := h.Dial(n0.Socket()), h.Dial(n1.Socket())
+	id := createOn(t, ctrl, n0, "migrating", map[string]string{"replicas": "2"})
+	dir, err := n0.Stage(ctxT(t, time.Minute), c0, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n0.Write(ctxT(t, 2*time.Minute), filepath.Join(dir, "committed"), 256); err != nil {
+		t.Fatal(err)
+	}
+	c := snapshot(t, ctrl, id, "base")
+	h.WaitDot(id, 2*time.Minute, func(d cluster.Dot) bool { return d.Replicas[0].Commit == c })
+	if err := n0.Write(ctxT(t, time.Minute), filepath.Join(dir, "new"), 8); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, f := range []string{"committed", "new"} {
+		if want[f], err = n0.Sum(ctxT(t, time.Minute), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The pod moves: unpublished here, staged there.
+	if _, err := n1.Stage(ctxT(t, time.Minute), c1, id); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("staging elsewhere while staged on the master: %v, want FailedPrecondition", err)
+	}
+	if err := n0.Unstage(ctxT(t, time.Minute), c0, id); err != nil {
+		t.Fatal(err)
+	}
+	before, err := n0.TxBytes(ctxT(t, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	dir1, err := n1.Stage(ctxT(t, 2*time.Minute), c1, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	after, err := n0.TxBytes(ctxT(t, time.Minute))
+	if err != nil || after <= before {
+		t.Fatalf("tx bytes after the migration: %d (before %d), %v", after, before, err)
+	}
+	for f, sum := range want {
+		got, err := n1.Sum(ctxT(t, time.Minute), filepath.Join(dir1, f))
+		if err != nil || got != sum {
+			t.Fatalf("%s on the new node: %s, %v; want %s", f, got, err, sum)
+		}
+	}
+	sent := after - before
+	t.Logf("migration of 256 MiB committed + 8 MiB new took %s; node0 sent %d bytes", took, sent)
+	if sent >= 16<<20 {
+		t.Fatalf("%d bytes crossed the network for 8 MiB of new data", sent)
+	}
+	rec := h.WaitDot(id, time.Minute, func(d cluster.Dot) bool { return d.Master == "pool-"+n1.Name })
+	if _, ok := rec.Replica("pool-" + n0.Name); !ok {
+		t.Fatalf("old master is not a replica: %+v", rec.Replicas)
+	}
+}
+
+func TestSplitBrainIsRefused(t *testing.T) {
+	h, ctrl := up(t, 3)
+	n0 := h.Nodes[0]
+	id := createOn(t, ctrl, n0, "contested", map[string]string{"replicas": "1"})
+	c0 := h.Dial(n0.Socket())
+	dir, err := n0.Stage(ctxT(t, time.Minute), c0, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n0.Write(ctxT(t, time.Minute), filepath.Join(dir, "data"), 64); err != nil {
+		t.Fatal(err)
+	}
+	if err := n0.Unstage(ctxT(t, time.Minute), c0, id); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for _, n := range h.Nodes[1:] {
+		go func() {
+			_, err := n.Stage(ctxT(t, 2*time.Minute), h.Dial(n.Socket()), id)
+			errs <- err
+		}()
+	}
+	won := 0
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case status.Code(err) == codes.Aborted:
+			t.Logf("loser: %v", err)
+		default:
+			t.Errorf("loser got %v, want Aborted", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d nodes became master of one dot", won)
+	}
+	rec := h.WaitDot(id, time.Minute, func(d cluster.Dot) bool { return d.Moving == "" })
+	if rec.Master == "pool-"+n0.Name {
+		t.Fatalf("master did not move: %+v", rec)
+	}
+}

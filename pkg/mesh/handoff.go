@@ -70,7 +70,7 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s: %v", rec.ID, master.Name, master.Node, err)
 	}
-	probe, cancel := context.WithTimeout(ctx, 5*time.Second)
+	probe, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err = c.Info(probe)
 	cancel()
 	if err != nil {
