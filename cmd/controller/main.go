@@ -82,7 +82,7 @@ func joinCluster(ctx context.Context, kubeconfig, namespace, caSecret string, un
 	if err := cluster.EnsureCRDs(ctx, cfg); err != nil {
 		return nil, nil, err
 	}
-	view, err := cluster.NewKube(cfg, namespace)
+	view, err := cluster.NewKube(cfg)
 	if err != nil {
 		return nil, nil, err
 	}

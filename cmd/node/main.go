@@ -159,7 +159,7 @@ func clusterMode(ctx context.Context, o options, pool *zfsd.Pool) (*mesh.Store, 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	view, err := cluster.NewKube(cfg, o.namespace)
+	view, err := cluster.NewKube(cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -106,7 +106,7 @@ func (n *Node) TxBytes(ctx context.Context) (int64, error) {
 
 // View is the cluster view as the test sees it.
 func (h *Harness) View() cluster.View {
-	v, err := cluster.NewKube(h.Rest, Namespace)
+	v, err := cluster.NewKube(h.Rest)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func (h *Harness) WaitDot(id string, limit time.Duration, ok func(cluster.Dot) b
 
 // Events lists the Events recorded about dots.
 func (h *Harness) Events(ctx context.Context) ([]string, error) {
-	list, err := h.Client.CoreV1().Events(Namespace).List(ctx, metav1.ListOptions{})
+	list, err := h.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -212,3 +212,142 @@ func TestSplitBrainIsRefused(t *testing.T) {
 		t.Fatalf("master did not move: %+v", rec)
 	}
 }
+
+func TestFailoverAfterTheGracePeriod(t *testing.T) {
+	const grace = 12 * time.Second
+	h, ctrl := up(t, 2, "--unreachable-after=3s", "--failover-grace="+grace.String())
+	n0, n1 := h.Nodes[0], h.Nodes[1]
+	c0, c1 := h.Dial(n0.Socket()), h.Dial(n1.Socket())
+	id := createOn(t, ctrl, n0, "failing", map[string]string{"replicas": "2"})
+	dir, err := n0.Stage(ctxT(t, time.Minute), c0, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n0.Write(ctxT(t, time.Minute), filepath.Join(dir, "data"), 16); err != nil {
+		t.Fatal(err)
+	}
+	want, err := n0.Sum(ctxT(t, time.Minute), filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := snapshot(t, ctrl, id, "replicated")
+	h.WaitDot(id, time.Minute, func(d cluster.Dot) bool { return d.Replicas[0].Commit == c })
+
+	// Mid-write, the master's node dies.
+	n0.Start("writer", "dd", "if=/dev/urandom", "of="+filepath.Join(dir, "data"), "bs=1M", "count=4096", "oflag=append", "conv=notrunc")
+	time.Sleep(500 * time.Millisecond)
+	n0.Kill()
+	killed := time.Now()
+
+	var firstErr error
+	for {
+		start := time.Now()
+		_, err := n1.Stage(ctxT(t, time.Minute), c1, id)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("staging while the master is gone: %v, want Unavailable", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("staging took %s to fail; it must fail fast", took)
+		}
+		if firstErr == nil {
+			firstErr = err
+			if !strings.Contains(err.Error(), n0.Name) {
+				t.Fatalf("the error does not name the master's node %s: %v", n0.Name, err)
+			}
+		}
+		if time.Since(killed) > grace+time.Minute {
+			t.Fatalf("no failover a minute after the grace period: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
+	if firstErr == nil {
+		t.Fatal("staging succeeded at once, before the grace period")
+	}
+	if since := time.Since(killed); since < grace {
+		t.Fatalf("failed over %s after the kill, before the %s grace period", since, grace)
+	}
+	t.Logf("first refusal: %v", firstErr)
+	got, err := n1.Sum(ctxT(t, time.Minute), filepath.Join(n1.KubeletDir(), "pods", id, "mount", "data"))
+	if err != nil || got != want {
+		t.Fatalf("data after failover %s, %v; want the last replicated commit's %s", got, err, want)
+	}
+	rec := h.WaitDot(id, time.Minute, func(d cluster.Dot) bool { return d.Master == "pool-"+n1.Name })
+	if rec.Loss == nil || rec.Loss.FromPool != "pool-"+n0.Name || rec.Loss.LastReplicatedCommit != c || rec.Loss.LastReplicatedCommitAt.IsZero() {
+		t.Fatalf("loss not recorded: %+v", rec.Loss)
+	}
+	events, err := h.Events(ctxT(t, time.Minute))
+	if err != nil || len(events) == 0 || !strings.Contains(strings.Join(events, "\n"), "FailedOver") {
+		t.Fatalf("no FailedOver event: %q, %v", events, err)
+	}
+	t.Logf("event: %s", events[0])
+}
+
+func TestCrashMidMigrationConverges(t *testing.T) {
+	for _, victim := range []string{"receiver", "sender"} {
+		t.Run(victim, func(t *testing.T) {
+			h, ctrl := up(t, 2)
+			n0, n1 := h.Nodes[0], h.Nodes[1]
+			c0 := h.Dial(n0.Socket())
+			id := createOn(t, ctrl, n0, "crashing", map[string]string{"replicas": "2"})
+			dir, err := n0.Stage(ctxT(t, time.Minute), c0, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := n0.Write(ctxT(t, time.Minute), filepath.Join(dir, "data"), 64); err != nil {
+				t.Fatal(err)
+			}
+			c := snapshot(t, ctrl, id, "base")
+			h.WaitDot(id, time.Minute, func(d cluster.Dot) bool { return d.Replicas[0].Commit == c })
+			if err := n0.Write(ctxT(t, 2*time.Minute), filepath.Join(dir, "data"), 384); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := n0.Sum(ctxT(t, time.Minute), filepath.Join(dir, "data"))
+			if err := n0.Unstage(ctxT(t, time.Minute), c0, id); err != nil {
+				t.Fatal(err)
+			}
+			kill := map[string]*Node{"receiver": n1, "sender": n0}[victim]
+			errc := make(chan error, 1)
+			go func() {
+				_, err := n1.Stage(ctxT(t, 2*time.Minute), h.Dial(n1.Socket()), id)
+				errc <- err
+			}()
+			time.Sleep(700 * time.Millisecond)
+			signal(kill.Plugin.Cmd.Process.Pid, 9)
+			if err := <-errc; err == nil {
+				t.Fatal("the migration finished before the crash; the test did not interrupt it")
+			}
+			kill.StartPlugin()
+			h.WaitPools(2)
+			// A retry converges.
+			var dir1 string
+			waitFor(t, 2*time.Minute, func() bool {
+				dir1, err = n1.Stage(ctxT(t, 2*time.Minute), h.Dial(n1.Socket()), id)
+				if err != nil {
+					t.Logf("retry: %v", err)
+					time.Sleep(time.Second)
+				}
+				return err == nil
+			})
+			got, err := n1.Sum(ctxT(t, time.Minute), filepath.Join(dir1, "data"))
+			if err != nil || got != want {
+				t.Fatalf("data after the retried migration %s, %v; want %s", got, err, want)
+			}
+			rec := h.WaitDot(id, time.Minute, func(d cluster.Dot) bool { return d.Master == "pool-"+n1.Name && d.Moving == "" })
+			// No leaked datasets: each pool holds the one dot and nothing else.
+			for _, n := range []*Node{n0, n1} {
+				out, err := n.Exec(ctxT(t, time.Minute), "zfs", "list", "-H", "-o", "name", "-r", "-t", "filesystem", "pool-"+n.Name+"/dots")
+				if err != nil || len(strings.Fields(out)) != 2 {
+					t.Fatalf("%s datasets after the retry: %q, %v", n.Name, out, err)
+				}
+			}
+			// No lost commits: the new master holds the committed base.
+			snaps, err := n1.Exec(ctxT(t, time.Minute), "zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", "pool-"+n1.Name+"/dots/"+id)
+			if err != nil || !strings.Contains(snaps, strings.Split(c, "@")[1]) {
+				t.Fatalf("commit %s lost: %q, %v (record %+v)", c, snaps, err, rec)
+			}
+		})
+	}
+}

@@ -29,13 +29,12 @@ var (
 
 // Kube is the view kept in the Kubernetes API as DotPool and Dot objects.
 type Kube struct {
-	dyn       dynamic.Interface
-	core      kubernetes.Interface
-	namespace string // where Events go
+	dyn  dynamic.Interface
+	core kubernetes.Interface
 }
 
 // NewKube returns a view over the API server in cfg.
-func NewKube(cfg *rest.Config, eventNamespace string) (*Kube, error) {
+func NewKube(cfg *rest.Config) (*Kube, error) {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster view: %w", err)
@@ -44,7 +43,7 @@ func NewKube(cfg *rest.Config, eventNamespace string) (*Kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster view: %w", err)
 	}
-	return &Kube{dyn: dyn, core: core, namespace: eventNamespace}, nil
+	return &Kube{dyn: dyn, core: core}, nil
 }
 
 // EnsureCRDs creates the project's CRDs when missing and waits until the API
@@ -333,18 +332,19 @@ func (k *Kube) DeleteDot(ctx context.Context, id string) error {
 	return wrapKube("dot", id, err)
 }
 
-// Event records a Kubernetes Event about a dot. Failing to record one is
-// logged, never fatal: the loss is also kept in the Dot's status.
+// Event records a Kubernetes Event about a dot. Dots are cluster-scoped,
+// and the API keeps events of cluster-scoped objects in "default". Failing
+// to record one is logged, never fatal: the loss is also in the Dot's status.
 func (k *Kube) Event(ctx context.Context, dotID, reason, message string) {
 	now := metav1.Now()
 	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{GenerateName: "dot-" + dotID[:8] + "-", Namespace: k.namespace},
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: "dot-" + dotID[:8] + "-", Namespace: metav1.NamespaceDefault},
 		InvolvedObject: corev1.ObjectReference{APIVersion: "dotmesh.io/v1alpha1", Kind: "Dot", Name: dotID},
 		Reason:         reason, Message: message, Type: corev1.EventTypeWarning,
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 		Source: corev1.EventSource{Component: "dotmesh-csi"},
 	}
-	if _, err := k.core.CoreV1().Events(k.namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	if _, err := k.core.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		klog.ErrorS(err, "recording event", "dot", dotID, "reason", reason)
 	}
 	klog.InfoS("event", "dot", dotID, "reason", reason, "message", message)

@@ -131,17 +131,36 @@ func (s *Store) ListDots(ctx context.Context) ([]zfsd.Dot, error) {
 	return out, nil
 }
 
-// GetDot asks the dot's master for the whole story.
+// GetDot asks the dot's master for the whole story. On a node, a master
+// that does not answer is not yet an error: staging decides between a
+// handoff, a fast Unavailable and a failover, so the view's record (or this
+// node's copy) stands in.
 func (s *Store) GetDot(ctx context.Context, id string) (zfsd.Dot, error) {
 	rec, err := s.record(ctx, id)
 	if err != nil {
 		return zfsd.Dot{}, err
 	}
-	c, _, err := s.client(ctx, rec.Master)
-	if err != nil {
+	c, p, err := s.client(ctx, rec.Master)
+	if err == nil {
+		var d zfsd.Dot
+		if d, err = c.GetDot(ctx, id); !isUnreachable(err) {
+			return d, err
+		}
+		err = status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s does not answer: %v", id, rec.Master, p.Node, err)
+	}
+	if s.cfg.Local == nil {
 		return zfsd.Dot{}, err
 	}
-	return c.GetDot(ctx, id)
+	if d, lerr := s.cfg.Local.GetDot(ctx, id); lerr == nil {
+		d.Pool = rec.Master
+		return d, nil
+	}
+	return zfsd.Dot{Pool: rec.Master, ID: id, Name: rec.Name, Capacity: rec.Capacity}, nil
+}
+
+func isUnreachable(err error) bool {
+	c := status.Code(err)
+	return c == codes.Unavailable || c == codes.DeadlineExceeded
 }
 
 func (s *Store) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error) {

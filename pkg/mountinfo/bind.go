@@ -5,96 +5,201 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
-const self = "/proc/self/mountinfo"
+const selfMountinfo = "/proc/self/mountinfo"
+
+// maxStacked bounds Unmount's loop so a mount that keeps reappearing (say,
+// propagated back from a peer) is reported instead of spun on.
+const maxStacked = 8
 
 // ErrMountedElsewhere means the target already holds a different mount.
 var ErrMountedElsewhere = errors.New("target is already a mount of something else")
 
 // Bind bind-mounts src at dst, creating dst. It is idempotent: dst already
-// holding the same filesystem and root as src is success.
+// showing the same folder of the same filesystem as src is success, so a
+// retried CSI call does not stack a second mount.
 func Bind(src, dst string, readOnly bool) error {
-	src, dst = filepath.Clean(src), filepath.Clean(dst)
-	mounts, err := ReadFile(self)
+	src, dst = resolve(src), resolve(dst)
+	mounts, err := ReadFile(selfMountinfo)
 	if err != nil {
-		return err
+		return fmt.Errorf("bind %s at %s: %w", src, dst, err)
 	}
 	if cur, ok := IsMountPoint(mounts, dst); ok {
-		want, ok := Find(mounts, src)
-		rel, _ := filepath.Rel(want.MountPoint, src)
-		if ok && cur.Major == want.Major && cur.Minor == want.Minor && cur.Root == filepath.Join(want.Root, rel) {
-			return nil
+		if !sameFolder(mounts, cur, src) {
+			return fmt.Errorf("bind %s at %s: %s from %d:%d %s: %w", src, dst, cur.FSType, cur.Major, cur.Minor, cur.Root, ErrMountedElsewhere)
 		}
-		return fmt.Errorf("bind %s at %s: %w", src, dst, ErrMountedElsewhere)
+		if readOnly && !hasOption(cur.Options, "ro") {
+			// An earlier call may have died between the bind and the
+			// remount; finish its job rather than hand out a writable
+			// mount.
+			return remountReadOnly(dst, cur.Options)
+		}
+		return nil
 	}
 	if err := os.MkdirAll(dst, 0o750); err != nil {
-		return fmt.Errorf("bind %s at %s: %w", src, dst, err)
+		return fmt.Errorf("bind %s at %s: creating target: %w", src, dst, err)
 	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s at %s: %w", src, dst, err)
 	}
-	if readOnly {
-		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			_ = unix.Unmount(dst, 0)
-			return fmt.Errorf("read-only remount of %s: %w", dst, err)
+	klog.V(4).InfoS("bind mounted", "src", src, "dst", dst, "readOnly", readOnly)
+	if !readOnly {
+		return nil
+	}
+	// MS_RDONLY is ignored on the initial bind; only a remount applies it.
+	opts := ""
+	if mounts, err := ReadFile(selfMountinfo); err == nil {
+		if m, ok := IsMountPoint(mounts, dst); ok {
+			opts = m.Options
 		}
+	}
+	if err := remountReadOnly(dst, opts); err != nil {
+		// Never leave a writable mount where a read-only one was asked for.
+		if uerr := unix.Unmount(dst, 0); uerr != nil {
+			klog.ErrorS(uerr, "undoing writable bind after failed read-only remount", "path", dst)
+		}
+		return err
 	}
 	return nil
 }
 
-// Unmount unmounts everything stacked at path. Not a mount is success.
+// remountReadOnly makes the bind at dst read-only. The per-mount flags it
+// already has are passed again: a bind remount replaces them all, and
+// would otherwise silently drop nosuid/nodev/noexec (and in a user
+// namespace fail outright on the locked ones).
+func remountReadOnly(dst, options string) error {
+	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
+	// mountinfo shows no atime option for strictatime, and the kernel
+	// would turn "none given" into relatime.
+	atime := uintptr(unix.MS_STRICTATIME)
+	for _, o := range strings.Split(options, ",") {
+		switch o {
+		case "nosuid":
+			flags |= unix.MS_NOSUID
+		case "nodev":
+			flags |= unix.MS_NODEV
+		case "noexec":
+			flags |= unix.MS_NOEXEC
+		case "noatime":
+			atime = unix.MS_NOATIME
+		case "relatime":
+			atime = unix.MS_RELATIME
+		case "nodiratime":
+			flags |= unix.MS_NODIRATIME
+		}
+	}
+	if err := unix.Mount("", dst, "", flags|atime, ""); err != nil {
+		return fmt.Errorf("read-only remount of %s: %w", dst, err)
+	}
+	return nil
+}
+
+// sameFolder reports whether cur shows the folder src shows: same device
+// and, within it, the same root.
+func sameFolder(mounts []Mount, cur Mount, src string) bool {
+	want, ok := Find(mounts, src)
+	if !ok || cur.Major != want.Major || cur.Minor != want.Minor {
+		return false
+	}
+	rel, err := filepath.Rel(want.MountPoint, src)
+	return err == nil && cur.Root == filepath.Join(want.Root, rel)
+}
+
+func hasOption(options, o string) bool {
+	for _, x := range strings.Split(options, ",") {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+// Unmount unmounts everything stacked at path. Not a mount point is success.
 func Unmount(path string) error {
-	path = filepath.Clean(path)
-	for i := 0; i < 8; i++ {
-		mounts, err := ReadFile(self)
+	path = resolve(path)
+	for range maxStacked {
+		mounts, err := ReadFile(selfMountinfo)
 		if err != nil {
-			return err
+			return fmt.Errorf("unmount %s: %w", path, err)
 		}
 		if _, ok := IsMountPoint(mounts, path); !ok {
 			return nil
 		}
 		if err := unix.Unmount(path, 0); err != nil {
+			// Gone between reading the table and unmounting: someone
+			// else (or propagation from a peer) did it for us.
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 				return nil
 			}
 			return fmt.Errorf("unmount %s: %w", path, err)
 		}
+		klog.V(4).InfoS("unmounted", "path", path)
 	}
-	return fmt.Errorf("unmount %s: still mounted after 8 unmounts", path)
+	return fmt.Errorf("unmount %s: still a mount point after %d unmounts", path, maxStacked)
 }
 
-// MakeShared makes dir a mount point of its own, marked rshared. Mounts made
-// below it then propagate into mount namespaces created later (containers),
-// so an unmount here reaches them too and ZFS is not left holding a dataset
-// "busy" for a stale private copy.
+// MakeShared makes dir a mount point of its own, marked rshared. Mounts
+// made below it then propagate into mount namespaces created later
+// (containers), so an unmount here reaches them too and ZFS is not left
+// holding a dataset "busy" for a stale private copy.
 func MakeShared(dir string) error {
-	dir = filepath.Clean(dir)
-	mounts, err := ReadFile(self)
+	dir = resolve(dir)
+	mounts, err := ReadFile(selfMountinfo)
 	if err != nil {
-		return err
+		return fmt.Errorf("make %s shared: %w", dir, err)
 	}
 	m, ok := IsMountPoint(mounts, dir)
 	if ok && m.Shared() {
 		return nil
 	}
-	if !ok {
-		// MS_REC carries along anything already mounted below dir.
-		if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s onto itself: %w", dir, err)
+	if ok {
+		// Already a mount point (say a kubelet volume that is a slave of
+		// the host's): MS_SHARED keeps it receiving from its master too.
+		if err := unix.Mount("", dir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("make %s rshared: %w", dir, err)
 		}
+		klog.InfoS("marked mount rshared", "path", dir)
+		return nil
 	}
-	// A bind of a folder on a shared mount joins that mount's peer group, and
-	// every mount below it would then be propagated back onto the parent at
-	// the same path, stacked twice. Going private first gives it a peer
+	// MS_REC carries along anything already mounted below dir.
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s onto itself: %w", dir, err)
+	}
+	// A bind of a folder on a shared mount joins that mount's peer group,
+	// and every mount below it would then propagate back onto the parent
+	// at the same path, stacked twice. Going private first gives it a peer
 	// group of its own.
-	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make %s private: %w", dir, err)
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return undoSelfBind(dir, fmt.Errorf("make %s private: %w", dir, err))
 	}
-	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
-		return fmt.Errorf("make %s rshared: %w", dir, err)
+	if err := unix.Mount("", dir, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return undoSelfBind(dir, fmt.Errorf("make %s rshared: %w", dir, err))
 	}
+	klog.InfoS("bound folder onto itself as an rshared mount", "path", dir)
 	return nil
+}
+
+// undoSelfBind drops the bind MakeShared just made, so a failed call
+// leaves dir as it found it and a retry starts over.
+func undoSelfBind(dir string, cause error) error {
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		klog.ErrorS(err, "undoing bind of folder onto itself", "path", dir)
+	}
+	return cause
+}
+
+// resolve gives the path the kernel would record in mountinfo for p:
+// absolute with symlinks followed, as mount(2) follows them. A path that
+// cannot be resolved (missing, or a dead mount) is used as written.
+func resolve(p string) string {
+	p = absPath(p)
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
 }

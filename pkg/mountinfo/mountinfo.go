@@ -17,16 +17,17 @@ import (
 type Mount struct {
 	ID, ParentID int
 	Major, Minor int
-	Root         string // root of the mount within its filesystem
-	MountPoint   string
-	Options      string
-	Optional     []string // e.g. "shared:12", "master:3"
+	Root         string   // root of the mount within its filesystem (field 4), unescaped
+	MountPoint   string   // field 5, unescaped
+	Options      string   // per-mount options (field 6)
+	Optional     []string // optional fields, e.g. "shared:12", "master:3"
 	FSType       string
 	Source       string
 	SuperOptions string
 }
 
-// Shared reports whether the mount propagates to and from its peers.
+// Shared reports whether m has a "shared:N" optional field, that is whether
+// mounts and unmounts below it propagate to and from its peers.
 func (m Mount) Shared() bool {
 	for _, o := range m.Optional {
 		if strings.HasPrefix(o, "shared:") {
@@ -36,7 +37,81 @@ func (m Mount) Shared() bool {
 	return false
 }
 
-// unescape undoes the kernel's octal escapes (\040 for space, etc.).
+// Parse reads mountinfo lines; a malformed line fails the whole table, since
+// a partial table would make Find answer with the wrong mount.
+func Parse(r io.Reader) ([]Mount, error) {
+	var out []Mount
+	sc := bufio.NewScanner(r)
+	// Lines carry full mount options and paths; a host with long overlay
+	// lowerdir lists exceeds the 64 KiB default.
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		m, err := parseLine(line)
+		if err != nil {
+			return nil, fmt.Errorf("mountinfo line %d: %w", n, err)
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+func parseLine(line string) (Mount, error) {
+	// Split on single spaces, not runs of them: an empty source shows as
+	// two spaces in a row and must stay a field of its own.
+	f := strings.Split(line, " ")
+	sep := -1
+	for i := 6; i < len(f); i++ {
+		if f[i] == "-" {
+			sep = i
+			break
+		}
+	}
+	if sep < 0 || len(f) < sep+4 {
+		return Mount{}, fmt.Errorf("malformed line %q: want 6 fields, optional fields, \"-\", fstype, source, super options", line)
+	}
+	var m Mount
+	var err error
+	if m.ID, err = strconv.Atoi(f[0]); err != nil {
+		return Mount{}, fmt.Errorf("mount ID in %q: %w", line, err)
+	}
+	if m.ParentID, err = strconv.Atoi(f[1]); err != nil {
+		return Mount{}, fmt.Errorf("parent ID in %q: %w", line, err)
+	}
+	major, minor, ok := strings.Cut(f[2], ":")
+	if !ok {
+		return Mount{}, fmt.Errorf("device %q in %q: want major:minor", f[2], line)
+	}
+	if m.Major, err = strconv.Atoi(major); err != nil {
+		return Mount{}, fmt.Errorf("device major in %q: %w", line, err)
+	}
+	if m.Minor, err = strconv.Atoi(minor); err != nil {
+		return Mount{}, fmt.Errorf("device minor in %q: %w", line, err)
+	}
+	m.Root = unescape(f[3])
+	m.MountPoint = unescape(f[4])
+	m.Options = f[5]
+	if sep > 6 {
+		m.Optional = append([]string(nil), f[6:sep]...)
+	}
+	m.FSType = unescape(f[sep+1])
+	m.Source = unescape(f[sep+2])
+	// Old kernels could leave a space unescaped in cifs super options;
+	// keep it rather than drop the tail.
+	m.SuperOptions = strings.Join(f[sep+3:], " ")
+	return m, nil
+}
+
+// unescape undoes the kernel's octal escapes (\040 space, \011 tab, \012
+// newline, \134 backslash).
 func unescape(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
@@ -55,72 +130,11 @@ func unescape(s string) string {
 	return b.String()
 }
 
-// Parse reads mountinfo lines.
-func Parse(r io.Reader) ([]Mount, error) {
-	var out []Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		m, err := parseLine(line)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, sc.Err()
-}
-
-func parseLine(line string) (Mount, error) {
-	f := strings.Fields(line)
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if len(f) < 10 || sep < 0 || len(f) < sep+3 {
-		return Mount{}, fmt.Errorf("mountinfo: malformed line %q", line)
-	}
-	var m Mount
-	var err error
-	if m.ID, err = strconv.Atoi(f[0]); err != nil {
-		return Mount{}, fmt.Errorf("mountinfo: bad mount ID in %q", line)
-	}
-	if m.ParentID, err = strconv.Atoi(f[1]); err != nil {
-		return Mount{}, fmt.Errorf("mountinfo: bad parent ID in %q", line)
-	}
-	maj, min, ok := strings.Cut(f[2], ":")
-	if !ok {
-		return Mount{}, fmt.Errorf("mountinfo: bad device in %q", line)
-	}
-	if m.Major, err = strconv.Atoi(maj); err != nil {
-		return Mount{}, fmt.Errorf("mountinfo: bad major in %q", line)
-	}
-	if m.Minor, err = strconv.Atoi(min); err != nil {
-		return Mount{}, fmt.Errorf("mountinfo: bad minor in %q", line)
-	}
-	m.Root = unescape(f[3])
-	m.MountPoint = unescape(f[4])
-	m.Options = f[5]
-	m.Optional = append([]string(nil), f[6:sep]...)
-	m.FSType = f[sep+1]
-	m.Source = unescape(f[sep+2])
-	if len(f) > sep+3 {
-		m.SuperOptions = f[sep+3]
-	}
-	return m, nil
-}
-
 // ReadFile parses a mountinfo file such as /proc/self/mountinfo.
 func ReadFile(path string) ([]Mount, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("opening mount table: %w", err)
 	}
 	defer f.Close()
 	ms, err := Parse(f)
@@ -130,19 +144,15 @@ func ReadFile(path string) ([]Mount, error) {
 	return ms, nil
 }
 
-// within reports whether p is base or lies below it, component-wise.
-func within(p, base string) bool {
-	if base == "/" {
-		return strings.HasPrefix(p, "/")
-	}
-	return p == base || strings.HasPrefix(p, base+"/")
-}
-
-// Find returns the mount that holds path: the longest mount point that is
-// a prefix of it, the later line winning when mounts are stacked.
+// Find returns the mount holding path: the one whose mount point is the
+// longest path-component prefix of it. Among mounts stacked at the same
+// point the later line wins, as it is the one on top. Symlinks are not
+// resolved: the table may be another namespace's, where they mean something
+// else.
 func Find(mounts []Mount, path string) (Mount, bool) {
-	p := filepath.Clean(path)
-	best, found := Mount{}, false
+	p := absPath(path)
+	var best Mount
+	found := false
 	for _, m := range mounts {
 		if within(p, m.MountPoint) && (!found || len(m.MountPoint) >= len(best.MountPoint)) {
 			best, found = m, true
@@ -153,7 +163,7 @@ func Find(mounts []Mount, path string) (Mount, bool) {
 
 // IsMountPoint returns the topmost mount exactly at path.
 func IsMountPoint(mounts []Mount, path string) (Mount, bool) {
-	p := filepath.Clean(path)
+	p := absPath(path)
 	var top Mount
 	found := false
 	for _, m := range mounts {
@@ -162,4 +172,22 @@ func IsMountPoint(mounts []Mount, path string) (Mount, bool) {
 		}
 	}
 	return top, found
+}
+
+// within reports whether p is base or lies below it, component-wise, so
+// that /a/bc is not inside /a/b.
+func within(p, base string) bool {
+	if base == "/" {
+		return strings.HasPrefix(p, "/")
+	}
+	return p == base || strings.HasPrefix(p, base+"/")
+}
+
+// absPath cleans p and makes it absolute. Getwd failing leaves a relative
+// path, which then matches no mount point rather than a wrong one.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return filepath.Clean(p)
 }
