@@ -2,6 +2,9 @@ package multinode
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -9,10 +12,15 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
 )
 
 // up starts a harness with n nodes, their plugins and the controller.
@@ -349,5 +357,51 @@ func TestCrashMidMigrationConverges(t *testing.T) {
 				t.Fatalf("commit %s lost: %q, %v (record %+v)", c, snaps, err, rec)
 			}
 		})
+	}
+}
+
+func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
+	h, _ := up(t, 1)
+	addr := h.Nodes[0].IP + ":7455"
+	secret, err := h.Client.CoreV1().Secrets(Namespace).Get(ctxT(t, time.Minute), "dotmesh-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the cluster CA Secret was not created: %v", err)
+	}
+	clusterCA, err := pki.ParseCA(secret.Data["ca.crt"], secret.Data["ca.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(clusterCA.CertPEM)
+	stranger, _ := pki.NewCA("not the cluster's CA")
+	leaf := func(ca *pki.CA) *tls.Config {
+		cert, key, err := ca.Issue("peer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := pki.NewIdentity(clusterCA.CertPEM, cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id.ClientTLS()
+	}
+	info := func(cfg *tls.Config) error {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+			grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialIn(h.CPNetns)(ctx, "tcp", a) }))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, err = api.NewZfsdClient(conn).Info(ctxT(t, 30*time.Second), &api.InfoRequest{})
+		return err
+	}
+	if err := info(&tls.Config{RootCAs: roots}); err == nil {
+		t.Error("zfsd answered a peer with no client certificate")
+	}
+	if err := info(leaf(stranger)); err == nil {
+		t.Error("zfsd answered a peer whose certificate another CA signed")
+	}
+	if err := info(leaf(clusterCA)); err != nil {
+		t.Errorf("zfsd refused a peer with a cluster certificate: %v", err)
 	}
 }
