@@ -79,7 +79,7 @@ func New(t testing.TB, opts Options) *Harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("KEEP_HARNESS") == "" {
 			_ = os.RemoveAll(h.Dir)
 		} else {
 			t.Logf("harness logs kept in %s", h.Dir)

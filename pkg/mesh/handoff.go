@@ -70,9 +70,11 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s: %v", rec.ID, master.Name, master.Node, err)
 	}
+	t0 := time.Now()
 	probe, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err = c.Info(probe)
 	cancel()
+	klog.V(4).InfoS("handoff: master answered", "dot", rec.ID, "took", time.Since(t0))
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s does not answer: %v", rec.ID, master.Name, master.Node, err)
 	}
@@ -92,6 +94,7 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	if err != nil {
 		return err
 	}
+	klog.V(4).InfoS("handoff: move claimed", "dot", rec.ID, "took", time.Since(t0))
 	start := time.Now()
 	reply, err := c.Handoff(ctx, rec.ID, s.cfg.LocalAddress)
 	if err == nil {
