@@ -9,7 +9,7 @@ CSI_SANITY_VERSION := v5.6.0
 STATICCHECK_VERSION := v0.8.2
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-unit test-zfs test-sanity test-upstream-sanity demo bench lint tools generate clean
+.PHONY: all build test test-sanity test-upstream-sanity test-multinode kube-bins demo bench lint tools generate clean
 
 all: build
 
@@ -39,14 +39,28 @@ lint: $(TOOLS)/staticcheck
 	staticcheck ./...
 
 # `make test` is what CI runs (.ci/run): unit tests, integration tests on
-# real zfs-fuse, in-process csi-sanity (one driver process, then the split
-# binaries), and the upstream csi-sanity binary against the standalone driver.
-test: build tools lint
+# real zfs-fuse, csi-sanity (in process, against the split binaries, and
+# against the controller of a 3-node harness cluster), the upstream
+# csi-sanity binary against the standalone driver, and the multi-node
+# scenarios. etcd and kube-apiserver are built once through the Go module
+# proxy and cached in .cache/kube (about 7 minutes cold on 2 cores).
+test: build tools lint kube-bins
 	@hack/zfs-fuse.sh start
 	@trap 'hack/zfs-fuse.sh stop' EXIT; set -o pipefail; \
 	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... && \
 	$(MAKE) --no-print-directory test-sanity && \
-	$(MAKE) --no-print-directory test-upstream-sanity
+	$(MAKE) --no-print-directory test-upstream-sanity && \
+	$(MAKE) --no-print-directory test-multinode
+
+kube-bins:
+	@e2e/kube/build.sh etcd kube-apiserver
+
+# The multi-node scenarios: each node its own mount and network namespace,
+# zfs-fuse daemon and loop-mounted disk, beside a real etcd and API server.
+test-multinode: build kube-bins
+	@set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./e2e/multinode/ 2>&1 | tee $(CACHE)/multinode.log | \
+		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|scenarios_test.go:[0-9]+: (migration|first refusal|event)'; rc=$$?; \
+	echo "full log: $(CACHE)/multinode.log"; exit $$rc
 
 test-sanity:
 	@mkdir -p $(CACHE)

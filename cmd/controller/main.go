@@ -64,6 +64,7 @@ func main() {
 		}
 		defer peers.Close()
 		go rebuildThenReconcile(ctx, ms, *resync)
+		go ms.AutoCommit(ctx, time.Second)
 		store = ms
 	}
 	d := driver.New(driver.Config{Name: *driverName, Version: version}, store)

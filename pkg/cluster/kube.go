@@ -98,8 +98,9 @@ type poolStatus struct {
 }
 
 type dotSpec struct {
-	Name     string `json:"name"`
-	Capacity int64  `json:"capacity"`
+	Name           string `json:"name"`
+	Capacity       int64  `json:"capacity"`
+	CommitInterval string `json:"commitInterval,omitempty"`
 }
 
 type replicaWire struct {
@@ -126,6 +127,7 @@ type dotStatus struct {
 	Replicas     []replicaWire `json:"replicas"`
 	Loss         *lossWire     `json:"loss,omitempty"`
 	Moving       string        `json:"moving,omitempty"`
+	LastCommitAt *time.Time    `json:"lastCommitAt,omitempty"`
 	MovingSince  *time.Time    `json:"movingSince,omitempty"`
 }
 
@@ -169,11 +171,19 @@ func poolFrom(obj *unstructured.Unstructured) (Pool, error) {
 }
 
 func dotObject(d Dot) (*unstructured.Unstructured, error) {
-	spec, err := toMap(dotSpec{Name: d.Name, Capacity: d.Capacity})
+	ds := dotSpec{Name: d.Name, Capacity: d.Capacity}
+	if d.CommitInterval > 0 {
+		ds.CommitInterval = d.CommitInterval.String()
+	}
+	spec, err := toMap(ds)
 	if err != nil {
 		return nil, err
 	}
 	st := dotStatus{Master: d.Master, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving}
+	if !d.LastCommitAt.IsZero() {
+		t := d.LastCommitAt.UTC()
+		st.LastCommitAt = &t
+	}
 	if d.Moving != "" {
 		t := d.MovingSince.UTC()
 		st.MovingSince = &t
@@ -208,6 +218,12 @@ func dotFrom(obj *unstructured.Unstructured) (Dot, error) {
 		Seq: st.Seq, Version: obj.GetResourceVersion(), Moving: st.Moving}
 	if st.MovingSince != nil {
 		d.MovingSince = *st.MovingSince
+	}
+	if st.LastCommitAt != nil {
+		d.LastCommitAt = *st.LastCommitAt
+	}
+	if spec.CommitInterval != "" {
+		d.CommitInterval, _ = time.ParseDuration(spec.CommitInterval)
 	}
 	for _, r := range st.Replicas {
 		d.Replicas = append(d.Replicas, Replica(r))

@@ -60,6 +60,10 @@ type Dot struct {
 	Capacity int64
 	Master   string    // pool that may write it
 	Replicas []Replica // every other copy
+	// CommitInterval, when set, has the controller commit the dot that
+	// often, bounding what a failover can lose; LastCommitAt is the newest.
+	CommitInterval time.Duration
+	LastCommitAt   time.Time
 	// NewestCommit and Seq are the master's newest commit and how many
 	// commits it has taken; replicas lag by Seq - Replica.Seq.
 	NewestCommit string

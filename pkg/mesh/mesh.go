@@ -23,8 +23,11 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
 
-// ParamReplicas is the StorageClass parameter for the number of copies.
-const ParamReplicas = "replicas"
+// StorageClass parameters the mesh acts on (the driver validates them).
+const (
+	ParamReplicas       = "replicas"
+	ParamCommitInterval = "commitInterval"
+)
 
 // Config wires a Store.
 type Config struct {
@@ -230,6 +233,11 @@ func (s *Store) CreateDot(ctx context.Context, spec zfsd.DotSpec) (zfsd.Dot, err
 		}
 	}
 	rec := cluster.Dot{ID: spec.ID, Name: spec.Name, Capacity: spec.Capacity, Master: spec.Pool, Replicas: replicas}
+	if v := spec.Params[ParamCommitInterval]; v != "" {
+		if rec.CommitInterval, err = time.ParseDuration(v); err != nil {
+			return zfsd.Dot{}, fmt.Errorf("parameter %s=%q: %w", ParamCommitInterval, v, zfsd.ErrInvalid)
+		}
+	}
 	if _, err := s.cfg.View.CreateDot(ctx, rec); err != nil {
 		return zfsd.Dot{}, err
 	}
@@ -440,6 +448,7 @@ func (s *Store) noteCommit(ctx context.Context, dotID, commitID string) error {
 	return s.updateDot(ctx, dotID, func(d *cluster.Dot) bool {
 		d.Seq++
 		d.NewestCommit = commitID
+		d.LastCommitAt = s.cfg.Now()
 		return true
 	})
 }

@@ -373,3 +373,31 @@ func TestViewIsRebuiltFromThePools(t *testing.T) {
 		t.Fatalf("a second rebuild restored %d records", n)
 	}
 }
+
+func TestCommitIntervalCommitsAndReplicates(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	d, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: tc.nodes[0].pool.Name(), ID: uuid.NewString(), Name: "auto",
+		Capacity: 64 << 20, Params: map[string]string{mesh.ParamReplicas: "2", mesh.ParamCommitInterval: "500ms"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go tc.ctrl.AutoCommit(ctx, 100*time.Millisecond)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rec, _ := tc.view.GetDot(ctxT(t), d.ID)
+		if rec.Seq >= 2 && len(rec.Replicas) == 1 && rec.Replicas[0].Seq >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no automatic commits replicated: %+v", rec)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	// Automatic commits are not CSI snapshots.
+	cs, err := tc.ctrl.ListCommits(ctxT(t))
+	if err != nil || len(cs) != 0 {
+		t.Fatalf("automatic commits listed as snapshots: %+v, %v", cs, err)
+	}
+}

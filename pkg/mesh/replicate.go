@@ -136,3 +136,32 @@ func (s *Store) Heartbeat(ctx context.Context, node string, interval time.Durati
 		}
 	}
 }
+
+// AutoCommit commits every dot whose commitInterval has passed since its
+// newest commit, checking every tick, until ctx ends. The commits have no
+// CSI name, so they are not VolumeSnapshots; they are replicated like any
+// other and bound what a failover loses.
+func (s *Store) AutoCommit(ctx context.Context, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		recs, err := s.cfg.View.ListDots(ctx)
+		if err != nil {
+			klog.ErrorS(err, "automatic commits: listing dots")
+			continue
+		}
+		for _, d := range recs {
+			if d.CommitInterval <= 0 || s.cfg.Now().Sub(d.LastCommitAt) < d.CommitInterval {
+				continue
+			}
+			if _, err := s.CreateCommit(ctx, d.ID, ""); err != nil {
+				klog.V(2).InfoS("automatic commit failed; retried next tick", "dot", d.ID, "err", err)
+			}
+		}
+	}
+}
