@@ -3,6 +3,7 @@
 package procs
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,4 +92,15 @@ func (p *Proc) WaitForSocket(t testing.TB, path string, limit time.Duration) {
 		}
 	}
 	t.Fatalf("%s did not appear within %s", path, limit)
+}
+
+// Wait waits for the process to exit by itself, at most limit.
+func (p *Proc) Wait(limit time.Duration) error {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(limit):
+		return fmt.Errorf("still running after %s", limit)
+	}
 }

@@ -401,3 +401,80 @@ func TestCommitIntervalCommitsAndReplicates(t *testing.T) {
 		t.Fatalf("automatic commits listed as snapshots: %+v, %v", cs, err)
 	}
 }
+
+func TestBranchOfACommitOnAnotherPool(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	a, b := tc.nodes[0], tc.nodes[1]
+	d := tc.createDot(t, a, "1")
+	dir, err := a.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeRandom(t, filepath.Join(dir, "data"), 2<<20)
+	c, err := tc.ctrl.CreateCommit(ctxT(t), d.ID, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: b.pool.Name(), ID: uuid.NewString(), Name: "branch",
+		Capacity: 64 << 20, FromCommit: c.ID, Params: map[string]string{mesh.ParamReplicas: "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if br.Pool != b.pool.Name() {
+		t.Fatalf("branch on %s, asked for %s", br.Pool, b.pool.Name())
+	}
+	bdir, err := b.store.MountDot(ctxT(t), br.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(t, filepath.Join(bdir, "data")); got != want {
+		t.Fatal("branch on the other pool does not hold the commit's data")
+	}
+	rec, _ := tc.view.GetDot(ctxT(t), d.ID)
+	if _, ok := rec.Replica(b.pool.Name()); !ok {
+		t.Fatalf("the pool that received the source is not recorded as a replica: %+v", rec.Replicas)
+	}
+}
+
+func TestDivergedReplicaIsReseeded(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	a, b := tc.nodes[0], tc.nodes[1]
+	d := tc.createDot(t, a, "2")
+	dir, err := a.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
+	tc.commit(t, d.ID, "c1")
+	// The replica takes a commit of its own: it has diverged.
+	if _, err := b.pool.CreateCommit(ctxT(t), d.ID, "rogue"); err != nil {
+		t.Fatal(err)
+	}
+	want := writeRandom(t, filepath.Join(dir, "data"), 1<<20)
+	tc.commit(t, d.ID, "c2")
+	rec, _ := tc.view.GetDot(ctxT(t), d.ID)
+	if rec.Replicas[0].Seq != rec.Seq {
+		t.Fatalf("replica not caught up: %+v", rec.Replicas)
+	}
+	snaps, _ := b.pool.Snapshots(ctxT(t), d.ID)
+	for _, s := range snaps {
+		c, _ := b.pool.GetCommit(ctxT(t), d.ID+"@"+s.Name)
+		if c.Name == "rogue" {
+			t.Fatal("the diverged commit survived: the replica was merged, not re-seeded")
+		}
+	}
+	if len(snaps) != 2 {
+		t.Fatalf("re-seeded replica holds %d commits, want 2", len(snaps))
+	}
+	// And it holds the master's data.
+	if err := a.store.UnmountDot(ctxT(t), d.ID); err != nil {
+		t.Fatal(err)
+	}
+	bdir, err := b.store.MountDot(ctxT(t), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(t, filepath.Join(bdir, "data")); got != want {
+		t.Fatal("re-seeded replica does not hold the master's data")
+	}
+}

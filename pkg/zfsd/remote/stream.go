@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -82,12 +83,19 @@ func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
 	return stream.SendAndClose(&api.ReceiveReply{Bytes: n})
 }
 
-// chunkWriter turns writes into stream messages.
+// progressEvery is how often a long stream reports how far it has got.
+const progressEvery = 256 << 20
+
+// chunkWriter turns writes into stream messages and logs progress.
 type chunkWriter struct {
 	stream api.Zfsd_ReceiveClient
+	dot    string
+	start  time.Time
+	sent   int64
+	next   int64
 }
 
-func (w chunkWriter) Write(p []byte) (int, error) {
+func (w *chunkWriter) Write(p []byte) (int, error) {
 	total := 0
 	for len(p) > 0 {
 		n := min(len(p), chunkSize)
@@ -95,6 +103,12 @@ func (w chunkWriter) Write(p []byte) (int, error) {
 			return total, err
 		}
 		p, total = p[n:], total+n
+	}
+	w.sent += int64(total)
+	if w.sent >= w.next {
+		w.next += progressEvery
+		secs := max(time.Since(w.start).Seconds(), 0.001)
+		klog.InfoS("sending", "dot", w.dot, "bytes", w.sent, "MiBps", int(float64(w.sent)/(1<<20)/secs))
 	}
 	return total, nil
 }
@@ -153,7 +167,7 @@ func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 	if err := stream.Send(&api.ReceiveChunk{Header: &api.ReceiveHeader{DotId: id, Base: base, Commit: newest}}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "stream to %s: %v", r.GetTargetAddress(), err)
 	}
-	n, sendErr := s.pool.Send(ctx, id, base, newest, chunkWriter{stream})
+	n, sendErr := s.pool.Send(ctx, id, base, newest, &chunkWriter{stream: stream, dot: id, start: time.Now(), next: progressEvery})
 	if sendErr != nil {
 		_ = stream.CloseSend()
 		return nil, errcode.ToStatus(sendErr)
