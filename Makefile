@@ -75,9 +75,14 @@ demo: build
 	@hack/zfs-fuse.sh start
 	@trap 'hack/zfs-fuse.sh stop' EXIT; $(GO) run ./hack/demo --node-bin=bin/dotmesh-node --work=$(CURDIR)/.demo
 
-bench: build
+# One run: the standalone driver against the bare zfs commands, then the
+# mesh (replication, migration, first byte after a handoff) on a 2-node
+# harness against the bare send | recv pipe between the same nodes.
+bench: build kube-bins
 	@hack/zfs-fuse.sh start
-	@trap 'hack/zfs-fuse.sh stop' EXIT; $(GO) run ./hack/bench --node-bin=bin/dotmesh-node --work=$(CACHE)/bench
+	@trap 'hack/zfs-fuse.sh stop' EXIT; set -o pipefail; \
+	$(GO) run ./hack/bench --node-bin=bin/dotmesh-node --work=$(CACHE)/bench && \
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkMesh -benchtime=1x ./e2e/multinode/ 2>&1 | grep -vE '^ *[IE][0-9]{4} |nsenter exited'
 
 clean:
 	rm -rf bin
