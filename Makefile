@@ -9,7 +9,7 @@ CSI_SANITY_VERSION := v5.6.0
 STATICCHECK_VERSION := v0.8.2
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-sanity test-upstream-sanity test-multinode kube-bins demo bench lint tools generate clean
+.PHONY: all build test test-sanity test-upstream-sanity test-multinode test-openzfs kube-bins demo bench lint tools generate clean
 
 all: build
 
@@ -54,6 +54,12 @@ test: build tools lint kube-bins
 
 kube-bins:
 	@e2e/kube/build.sh etcd kube-apiserver
+
+# The OpenZFS tier: the ZFS integration tests and in-process csi-sanity in an
+# emulated guest with the real OpenZFS 2.1 kernel module. The guest image is
+# built once (about 8 minutes) and cached in .cache/openzfs.
+test-openzfs:
+	@e2e/openzfs/run.sh
 
 # The multi-node scenarios: each node its own mount and network namespace,
 # zfs-fuse daemon and loop-mounted disk, beside a real etcd and API server.

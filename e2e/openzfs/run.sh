@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The OpenZFS tier: runs the project's ZFS integration tests and in-process
+# csi-sanity inside an emulated guest with the real OpenZFS kernel module.
+# Test binaries are built here with `go test -c` and carried in on a second
+# disk; results come back on the guest's second serial port. A guest that
+# fails, times out or never starts fails this script.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+limit=${OPENZFS_TIMEOUT:-2400}
+image=$("$root/e2e/openzfs/build-image.sh")
+work=$root/.cache/openzfs/run
+rm -rf "$work"
+mkdir -p "$work/payload"
+
+# Static test binaries, each in a folder with its package's testdata (tests
+# read fixtures relative to their package): the guest has no Go.
+pkgs=(./pkg/zfs ./pkg/mountinfo ./pkg/zfsd ./pkg/driver ./e2e/sanity/inprocess)
+for p in "${pkgs[@]}"; do
+	name=$(basename "$p")
+	mkdir -p "$work/payload/$name"
+	(cd "$root" && CGO_ENABLED=0 go test -c -o "$work/payload/$name/$name.test" "$p")
+	if [ -d "$root/$p/testdata" ]; then cp -r "$root/$p/testdata" "$work/payload/$name/"; fi
+done
+cat >"$work/payload/run.sh" <<'RUN'
+#!/bin/bash
+# Inside the guest: each test binary in turn, with a pass/fail count.
+rc=0
+for t in zfs mountinfo zfsd driver inprocess; do
+	echo "=== PACKAGE $t"
+	args=(-test.count=1 -test.v -test.timeout=30m)
+	[ $t = inprocess ] && args+=(-ginkgo.no-color)
+	start=$(date +%s)
+	(cd $t && TMPDIR=/var/tmp ./$t.test "${args[@]}") >/var/tmp/$t.log 2>&1
+	r=$?
+	grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS$|FAIL$|ok |Ran [0-9]+ of|SUCCESS!|FAIL!|\s+[a-z_]+_test\.go:[0-9]+:)' /var/tmp/$t.log | grep -v '^=== RUN'
+	echo "=== RESULT $t rc=$r passed=$(grep -c -- '--- PASS' /var/tmp/$t.log) failed=$(grep -c -- '--- FAIL' /var/tmp/$t.log) took=$(( $(date +%s) - start ))s"
+	[ $r -eq 0 ] || { rc=1; tail -40 /var/tmp/$t.log; }
+done
+exit $rc
+RUN
+chmod +x "$work/payload/run.sh"
+mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 1G
+
+serial=$work/serial.log
+console=$work/console.log
+# -snapshot keeps the cached image pristine: the guest's writes go to a
+# temporary overlay. No network at all.
+qemu-system-x86_64 -accel tcg,thread=multi,tb-size=256 -cpu max -m 2048 -smp 2 -snapshot \
+	-kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
+	-append "root=/dev/vda rw console=ttyS0 dotmesh-tests=1" \
+	-drive file="$image/disk.img",if=virtio,format=raw \
+	-drive file="$work/payload.img",if=virtio,format=raw \
+	-nic none -display none -monitor none -no-reboot \
+	-serial file:"$console" -serial file:"$serial" &
+qpid=$!
+trap 'kill $qpid 2>/dev/null || true' EXIT
+start=$SECONDS
+while kill -0 $qpid 2>/dev/null; do
+	if (( SECONDS - start > limit )); then
+		echo "openzfs tier: guest still running after ${limit}s; killing it" >&2
+		kill $qpid
+		break
+	fi
+	sleep 2
+done
+wait $qpid || true
+trap - EXIT
+grep -E '^(GUEST-|zfs |=== RESULT|--- FAIL|Ran |SUCCESS!|FAIL!)' "$serial" || true
+echo "openzfs tier: $((SECONDS - start))s in the guest; serial log $serial"
+grep -q '^GUEST-START' "$serial" || { echo "openzfs tier: the guest never started its tests (console: $console)" >&2; exit 1; }
+grep -q '^GUEST-END rc=0' "$serial" || { echo "openzfs tier: FAILED" >&2; exit 1; }
+echo "openzfs tier: passed"
