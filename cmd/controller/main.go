@@ -24,6 +24,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/metrics"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
@@ -40,12 +41,14 @@ func main() {
 		caSecret    = flag.String("ca-secret", "dotmesh-ca", "Secret holding the cluster CA (created if missing)")
 		unreachable = flag.Duration("unreachable-after", 10*time.Second, "a pool not heard from this long is unreachable")
 		resync      = flag.Duration("replication-resync", 10*time.Second, "how often lagging replicas are caught up")
+		metricsAddr = flag.String("metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
 	)
 	klog.InitFlags(nil)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	m := metrics.New()
 	var store driver.Store
 	if *zfsdAddr != "" {
 		// A unix socket on this host: no network, so no TLS.
@@ -57,46 +60,55 @@ func main() {
 		defer conn.Close()
 		store = remote.NewClient(conn)
 	} else {
-		ms, peers, err := joinCluster(ctx, *kubeconfig, *namespace, *caSecret, *unreachable)
+		ms, view, peers, err := joinCluster(ctx, *kubeconfig, *namespace, *caSecret, *unreachable)
 		if err != nil {
 			klog.ErrorS(err, "joining the cluster")
 			os.Exit(1)
 		}
+		m.WatchReplicas(view)
 		defer peers.Close()
 		go rebuildThenReconcile(ctx, ms, *resync)
 		go ms.AutoCommit(ctx, time.Second)
 		store = ms
 	}
+	m.WatchPools(store.Pools)
+	if *metricsAddr != "" {
+		go func() {
+			if err := m.Serve(ctx, *metricsAddr, func(c context.Context) error { _, err := store.Pools(c); return err }); err != nil {
+				klog.ErrorS(err, "metrics endpoint")
+			}
+		}()
+	}
 	d := driver.New(driver.Config{Name: *driverName, Version: version}, store)
-	err := driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true})})
+	err := driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true}, m.Interceptor())})
 	klog.Flush()
 	if err != nil {
 		os.Exit(1)
 	}
 }
 
-func joinCluster(ctx context.Context, kubeconfig, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, *remote.Dialer, error) {
+func joinCluster(ctx context.Context, kubeconfig, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, cluster.View, *remote.Dialer, error) {
 	cfg, err := cluster.RestConfig(kubeconfig)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := cluster.EnsureCRDs(ctx, cfg); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	view, err := cluster.NewKube(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	id, err := pki.ClusterIdentity(ctx, cs, namespace, caSecret, "controller")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	peers := remote.NewDialer(id)
-	return mesh.New(mesh.Config{View: view, Peers: peers, Unreachable: unreachable}), peers, nil
+	return mesh.New(mesh.Config{View: view, Peers: peers, Unreachable: unreachable}), view, peers, nil
 }
 
 // rebuildThenReconcile restores records the view lost, once the nodes have

@@ -33,7 +33,9 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/metrics"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/registration"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
@@ -48,6 +50,7 @@ type options struct {
 	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                            string
 	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                            string
 	heartbeat, unreachable, failoverGrace                                                              time.Duration
+	metricsAddr, registrationPath, registrationDir                                                     string
 }
 
 func main() {
@@ -76,6 +79,9 @@ func main() {
 	flag.DurationVar(&o.heartbeat, "heartbeat", 2*time.Second, "cluster mode: how often this node refreshes its pool in the cluster view")
 	flag.DurationVar(&o.unreachable, "unreachable-after", 10*time.Second, "cluster mode: a pool not heard from this long is unreachable; staging its dots elsewhere fails fast")
 	flag.DurationVar(&o.failoverGrace, "failover-grace", 2*time.Minute, "cluster mode: a master unreachable this long is replaced by its most up-to-date replica")
+	flag.StringVar(&o.metricsAddr, "metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
+	flag.StringVar(&o.registrationPath, "kubelet-registration-path", "", "the CSI socket's path as the kubelet sees it; when set, register with the kubelet's plugin watcher")
+	flag.StringVar(&o.registrationDir, "registration-dir", "/var/lib/kubelet/plugins_registry", "the kubelet's plugin watcher folder")
 	klog.InitFlags(nil)
 	flag.Parse()
 	os.Exit(run(o))
@@ -130,7 +136,25 @@ func run(o options) int {
 	}
 	d := driver.New(driver.Config{Name: o.driverName, Version: version, NodeID: o.nodeID,
 		AllowedTargetDirs: splitList(o.allowed), DefaultCapacity: defSize}, store)
-	eps = append(eps, driver.Endpoint{Address: o.endpoint, Server: driver.NewServer(d, driver.Services{Controller: o.standalone, Node: true})})
+	m := metrics.New()
+	m.WatchPools(pool.Pools)
+	eps = append(eps, driver.Endpoint{Address: o.endpoint, Server: driver.NewServer(d, driver.Services{Controller: o.standalone, Node: true}, m.Interceptor())})
+	if o.registrationPath != "" {
+		if err := registration.Check(o.registrationDir); err != nil {
+			klog.ErrorS(err, "kubelet plugin registration")
+			closePool(pool)
+			return 1
+		}
+		reg := registration.New(o.driverName, o.registrationPath)
+		eps = append(eps, driver.Endpoint{Address: "unix://" + registration.SocketPath(o.registrationDir, o.driverName), Server: reg.NewGRPC()})
+	}
+	if o.metricsAddr != "" {
+		go func() {
+			if err := m.Serve(ctx, o.metricsAddr, func(c context.Context) error { _, err := pool.Info(c); return err }); err != nil {
+				klog.ErrorS(err, "metrics endpoint")
+			}
+		}()
+	}
 	if o.zfsdEndpoint != "" {
 		zs := grpc.NewServer(remote.ServerOptions(nil)...)
 		api.RegisterZfsdServer(zs, remote.NewServer(pool, peers))

@@ -45,9 +45,9 @@ func Listen(endpoint string) (net.Listener, error) {
 }
 
 // NewServer returns a gRPC server with d's services registered and every
-// call logged (secrets stripped).
-func NewServer(d *Driver, s Services) *grpc.Server {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
+// call logged (secrets stripped), then passed through extra (metrics).
+func NewServer(d *Driver, s Services, extra ...grpc.UnaryServerInterceptor) *grpc.Server {
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{logCalls}, extra...)...))
 	csi.RegisterIdentityServer(srv, d)
 	if s.Controller {
 		csi.RegisterControllerServer(srv, d)
