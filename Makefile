@@ -41,8 +41,9 @@ lint: $(TOOLS)/staticcheck
 # `make test` is what CI runs (.ci/run): unit tests, integration tests on
 # real zfs-fuse, csi-sanity (in process, against the split binaries, and
 # against the controller of a 3-node harness cluster), the upstream
-# csi-sanity binary against the standalone driver, and the multi-node
-# scenarios. etcd and kube-apiserver are built once through the Go module
+# csi-sanity binary against the standalone driver, the multi-node
+# scenarios, and the OpenZFS tier (the same tests on the real OpenZFS module
+# in an emulated guest). etcd and kube-apiserver are built once through the Go module
 # proxy and cached in .cache/kube (about 7 minutes cold on 2 cores).
 test: build tools lint kube-bins
 	@hack/zfs-fuse.sh start
@@ -50,7 +51,8 @@ test: build tools lint kube-bins
 	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... && \
 	$(MAKE) --no-print-directory test-sanity && \
 	$(MAKE) --no-print-directory test-upstream-sanity && \
-	$(MAKE) --no-print-directory test-multinode
+	$(MAKE) --no-print-directory test-multinode && \
+	$(MAKE) --no-print-directory test-openzfs
 
 kube-bins:
 	@e2e/kube/build.sh etcd kube-apiserver
