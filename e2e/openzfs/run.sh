@@ -25,15 +25,18 @@ cat >"$work/payload/run.sh" <<'RUN'
 #!/bin/bash
 # Inside the guest: each test binary in turn, with a pass/fail count.
 rc=0
-for t in zfs mountinfo zfsd driver inprocess; do
-	echo "=== PACKAGE $t"
+for run in zfs mountinfo zfsd driver inprocess inprocess:block; do
+	t=${run%%:*}
+	echo "=== PACKAGE $run"
 	args=(-test.count=1 -test.v -test.timeout=30m)
 	[ $t = inprocess ] && args+=(-ginkgo.no-color)
+	access=""
+	[ "$run" = inprocess:block ] && access=block
 	start=$(date +%s)
-	(cd $t && TMPDIR=/var/tmp ./$t.test "${args[@]}") >/var/tmp/$t.log 2>&1
+	(cd $t && DOTMESH_SANITY_ACCESS_TYPE=$access TMPDIR=/var/tmp ./$t.test "${args[@]}") >/var/tmp/$t.log 2>&1
 	r=$?
 	grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS$|FAIL$|ok |Ran [0-9]+ of|SUCCESS!|FAIL!|\s+[a-z_]+_test\.go:[0-9]+:)' /var/tmp/$t.log | grep -v '^=== RUN'
-	echo "=== RESULT $t rc=$r passed=$(grep -c -- '--- PASS' /var/tmp/$t.log) failed=$(grep -c -- '--- FAIL' /var/tmp/$t.log) took=$(( $(date +%s) - start ))s"
+	echo "=== RESULT $run rc=$r passed=$(grep -c -- '--- PASS' /var/tmp/$t.log) failed=$(grep -c -- '--- FAIL' /var/tmp/$t.log) took=$(( $(date +%s) - start ))s"
 	[ $r -eq 0 ] || { rc=1; tail -40 /var/tmp/$t.log; }
 done
 exit $rc

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 
@@ -55,6 +56,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
+	if _, err := wantsBlock(req.GetVolumeCapabilities()); err != nil {
+		return nil, err
+	}
 	rel, err := d.lockOrAbort("volume-name/" + name)
 	if err != nil {
 		return nil, err
@@ -99,8 +103,9 @@ func (s source) String() string {
 
 func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest, pools []zfsd.PoolInfo, props map[string]string, mode zfsd.CloneMode, src source) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
+	block, _ := wantsBlock(req.GetVolumeCapabilities())
 	if existing, err := d.store.GetDotByName(ctx, name); err == nil {
-		if !fits(existing.Capacity, req.GetCapacityRange()) || existing.Source != src.String() ||
+		if !fits(existing.Capacity, req.GetCapacityRange()) || existing.Source != src.String() || existing.Block != block ||
 			!maps.Equal(existing.Params, nonNil(req.GetParameters())) {
 			return nil, statusf(codes.AlreadyExists, "volume %q exists as %s with other arguments (capacity %d, source %q)", name, existing.ID, existing.Capacity, existing.Source)
 		}
@@ -133,6 +138,12 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 	if err != nil {
 		return nil, err
 	}
+	if block {
+		size = blockSize(size)
+		if lim := req.GetCapacityRange().GetLimitBytes(); lim > 0 && size > lim {
+			return nil, statusf(codes.OutOfRange, "a block volume is a whole number of MiB; none fits between %d and %d bytes", req.GetCapacityRange().GetRequiredBytes(), lim)
+		}
+	}
 	if n, err := strconv.Atoi(req.GetParameters()[paramReplicas]); err == nil && n > nodeCount(pools) {
 		return nil, statusf(codes.ResourceExhausted, "replicas=%d needs pools on %d nodes; %d are available", n, n, nodeCount(pools))
 	}
@@ -141,7 +152,7 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 		return nil, err
 	}
 	spec := zfsd.DotSpec{Pool: target.Name, ID: uuid.NewString(), Name: name, Capacity: size, Params: nonNil(req.GetParameters()),
-		FromCommit: src.snapshot, FromDot: src.volume, CloneMode: mode, Props: props}
+		FromCommit: src.snapshot, FromDot: src.volume, CloneMode: mode, Props: props, Block: block}
 	dot, err := d.store.CreateDot(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -231,6 +242,9 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 		return nil, err
 	}
 	p, _ := poolNamed(pools, dot.Pool)
+	if block, err := wantsBlock(req.GetVolumeCapabilities()); err != nil || block != dot.Block {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: fmt.Sprintf("volume %s is a %s volume", id, kind(dot.Block))}, nil
+	}
 	if err := checkCapabilities(req.GetVolumeCapabilities(), p.Zvols); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
@@ -466,4 +480,11 @@ func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (
 		return nil, toStatus(err)
 	}
 	return &csi.GetSnapshotResponse{Snapshot: snapshotOf(c)}, nil
+}
+
+func kind(block bool) string {
+	if block {
+		return "block"
+	}
+	return "mount"
 }

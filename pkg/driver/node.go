@@ -64,12 +64,22 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		return nil, err
 	}
 	defer rel()
-	if _, err := d.lookupDot(ctx, id); err != nil {
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
 		return nil, toStatus(err)
+	}
+	if block := req.GetVolumeCapability().GetBlock() != nil; block != dot.Block {
+		return nil, invalidf("volume %s is a %s volume; it cannot be staged as %s", id, kind(dot.Block), kind(block))
 	}
 	src, err := d.store.MountDot(ctx, id)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if dot.Block {
+		// A block volume is published straight from its device; staging
+		// only makes it local (a handoff, in a cluster) and ready.
+		klog.V(2).InfoS("block volume staged", "volume", id, "device", src)
+		return &csi.NodeStageVolumeResponse{}, nil
 	}
 	if err := mountinfo.Bind(src, staging, false); err != nil {
 		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
@@ -157,8 +167,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, err
 	}
 	defer rel()
-	if _, err := d.lookupDot(ctx, id); err != nil {
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
 		return nil, toStatus(err)
+	}
+	readOnly := req.GetReadonly() || capability.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
+	if dot.Block {
+		return d.publishBlock(ctx, id, target, readOnly)
 	}
 	mounts, err := mountinfo.ReadFile(selfMountinfo)
 	if err != nil {
@@ -183,7 +198,6 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			}
 		}
 	}
-	readOnly := req.GetReadonly() || mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	if err := mountinfo.Bind(staging, target, readOnly); err != nil {
 		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
 			return nil, statusf(codes.AlreadyExists, "volume %s: target %s holds another mount", id, target)
@@ -229,11 +243,15 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	if p == "" {
 		return nil, invalidf("volume path is required")
 	}
-	if _, err := d.lookupDot(ctx, id); err != nil {
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	if _, err := os.Stat(p); err != nil {
 		return nil, notFoundf("volume %s: path %s: %v", id, p, err)
+	}
+	if dot.Block {
+		return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: dot.Capacity}}}, nil
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(filepath.Clean(p), &st); err != nil {
@@ -265,4 +283,21 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return nil, notFoundf("volume %s: path %s: %v", id, req.GetVolumePath(), err)
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: dot.Capacity}, nil
+}
+
+// publishBlock binds a block dot's device onto a file at the target path.
+// The dot's device is found afresh (MountDot is idempotent for block dots).
+func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly bool) (*csi.NodePublishVolumeResponse, error) {
+	dev, err := d.store.MountDot(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := mountinfo.BindFile(dev, target, readOnly); err != nil {
+		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
+			return nil, statusf(codes.AlreadyExists, "volume %s: target %s holds another mount", id, target)
+		}
+		return nil, statusf(codes.Internal, "volume %s: publishing device %s at %s: %v", id, dev, target, err)
+	}
+	klog.V(2).InfoS("block volume published", "volume", id, "device", dev, "target", target, "readOnly", readOnly)
+	return &csi.NodePublishVolumeResponse{}, nil
 }

@@ -199,7 +199,6 @@ func checkCapability(c *csi.VolumeCapability, zvols bool) error {
 		if !zvols {
 			return invalidf("block access type needs zvols, and this ZFS (zfs-fuse) does not implement them; use the mount access type")
 		}
-		return invalidf("block access type is not served yet; use the mount access type")
 	case c.GetMount() != nil:
 		if fs := c.GetMount().GetFsType(); fs != "" && fs != "zfs" {
 			return invalidf("fsType %q: dots are ZFS filesystems; leave fsType empty or set it to zfs", fs)
@@ -257,4 +256,25 @@ func resolveExisting(p string) string {
 		}
 		rest = filepath.Join(filepath.Base(cur), rest)
 	}
+}
+
+// wantsBlock says whether capabilities ask for a raw block volume; asking
+// for block and mount at once is refused.
+func wantsBlock(caps []*csi.VolumeCapability) (bool, error) {
+	block, mount := false, false
+	for _, c := range caps {
+		block = block || c.GetBlock() != nil
+		mount = mount || c.GetMount() != nil
+	}
+	if block && mount {
+		return false, invalidf("a volume is either block or mount, not both")
+	}
+	return block, nil
+}
+
+// blockSize rounds a zvol's size up to whole MiB, which every volblocksize
+// divides.
+func blockSize(size int64) int64 {
+	const mib = 1 << 20
+	return (size + mib - 1) / mib * mib
 }

@@ -24,6 +24,25 @@ var ErrMountedElsewhere = errors.New("target is already a mount of something els
 // showing the same folder of the same filesystem as src is success, so a
 // retried CSI call does not stack a second mount.
 func Bind(src, dst string, readOnly bool) error {
+	return bind(src, dst, readOnly, func(dst string) error { return os.MkdirAll(dst, 0o750) })
+}
+
+// BindFile is Bind for a file, such as a block device node, onto a file at
+// dst, which it creates (empty) when missing.
+func BindFile(src, dst string, readOnly bool) error {
+	return bind(src, dst, readOnly, func(dst string) error {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o640)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	})
+}
+
+func bind(src, dst string, readOnly bool, makeTarget func(string) error) error {
 	src, dst = resolve(src), resolve(dst)
 	mounts, err := ReadFile(selfMountinfo)
 	if err != nil {
@@ -41,7 +60,7 @@ func Bind(src, dst string, readOnly bool) error {
 		}
 		return nil
 	}
-	if err := os.MkdirAll(dst, 0o750); err != nil {
+	if err := makeTarget(dst); err != nil {
 		return fmt.Errorf("bind %s at %s: creating target: %w", src, dst, err)
 	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {

@@ -232,7 +232,8 @@ func (c *Client) CreateVolume(ctx context.Context, ds string, size int64, props 
 	if err != nil {
 		return err
 	}
-	args = append(args, "-V", fmt.Sprint(size), ds)
+	// Sparse (-s): capacity is a limit, not a reservation, as for filesystems.
+	args = append(args, "-s", "-V", fmt.Sprint(size), ds)
 	_, err = c.zfs(ctx, "create", ds, args...)
 	return err
 }

@@ -2,6 +2,7 @@ package zfsd
 
 import (
 	"context"
+	"os"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,11 +24,12 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 	if s.Pool != "" && s.Pool != p.cfg.Name {
 		return Dot{}, fmt.Errorf("dot %s asked for pool %s, this is pool %s: %w", s.ID, s.Pool, p.cfg.Name, ErrInvalid)
 	}
+	if s.Block && !p.zvols {
+		return Dot{}, fmt.Errorf("dot %s: block volumes need zvols, which this ZFS does not have: %w", s.ID, ErrUnsupported)
+	}
 	now := time.Now()
-	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now}
+	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now, Block: s.Block}
 	props := map[string]string{
-		"canmount":   "noauto",
-		"refquota":   strconv.FormatInt(s.Capacity, 10),
 		propManaged:  "true",
 		propID:       s.ID,
 		propName:     s.Name,
@@ -36,6 +38,12 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 	}
 	if len(s.Params) > 0 {
 		props[propParams] = encodeParams(s.Params)
+	}
+	if !s.Block {
+		// Dots mount when staged, and refquota is the capacity (snapshots
+		// do not count against it). A zvol's capacity is its volsize.
+		props["canmount"] = "noauto"
+		props["refquota"] = strconv.FormatInt(s.Capacity, 10)
 	}
 	for k, v := range s.Props {
 		props[k] = v
@@ -51,8 +59,14 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 		d.Source = "volume:" + s.FromDot
 		props[propSource] = d.Source
 		err = p.branchDot(ctx, s.FromDot, ds, s.CloneMode, props, d)
+	case s.Block:
+		err = p.z.CreateVolume(ctx, ds, s.Capacity, zfs.PropsFromMap(props))
 	default:
 		err = p.z.Create(ctx, ds, zfs.PropsFromMap(props))
+	}
+	if err == nil && s.Block && (s.FromCommit != "" || s.FromDot != "") {
+		// A branch of a zvol starts at its origin's size.
+		err = p.growVolume(ctx, ds, s.Capacity)
 	}
 	if err != nil {
 		return Dot{}, fmt.Errorf("dot %s (%s) on pool %s: %w", s.ID, s.Name, p.cfg.Name, err)
@@ -399,7 +413,11 @@ func (p *Pool) ResizeDot(ctx context.Context, id string, capacity int64) (Dot, e
 	}
 	v := strconv.FormatInt(capacity, 10)
 	ds := p.dataset(id)
-	if err := p.z.Set(ctx, ds, "refquota", v); err != nil {
+	prop := "refquota"
+	if d.Block {
+		prop = "volsize"
+	}
+	if err := p.z.Set(ctx, ds, prop, v); err != nil {
 		return Dot{}, fmt.Errorf("resizing dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	if err := p.z.Set(ctx, ds, propCapacity, v); err != nil {
@@ -415,10 +433,15 @@ func (p *Pool) ResizeDot(ctx context.Context, id string, capacity int64) (Dot, e
 	return d, nil
 }
 
-// MountDot mounts a dot at its mountpoint and returns the path.
+// MountDot mounts a dot at its mountpoint and returns the path; for a
+// block dot it returns its device once udev has made it.
 func (p *Pool) MountDot(ctx context.Context, id string) (string, error) {
-	if _, err := p.GetDot(ctx, id); err != nil {
+	d, err := p.GetDot(ctx, id)
+	if err != nil {
 		return "", err
+	}
+	if d.Block {
+		return p.device(ctx, id)
 	}
 	if err := p.z.Mount(ctx, p.dataset(id)); err != nil {
 		return "", fmt.Errorf("mounting dot %s on pool %s: %w", id, p.cfg.Name, err)
@@ -431,10 +454,44 @@ func (p *Pool) MountPath(id string) string {
 	return p.mountpoint() + "/dots/" + id
 }
 
-// UnmountDot unmounts a dot from its mountpoint.
+// UnmountDot unmounts a dot from its mountpoint (a block dot has none).
 func (p *Pool) UnmountDot(ctx context.Context, id string) error {
+	if d, err := p.GetDot(ctx, id); err == nil && d.Block {
+		return nil
+	}
 	if err := p.z.Unmount(ctx, p.dataset(id)); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
 		return fmt.Errorf("unmounting dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	return nil
+}
+
+// growVolume sets a zvol's size when it is larger than what it has.
+func (p *Pool) growVolume(ctx context.Context, ds string, size int64) error {
+	got, err := p.z.Get(ctx, []string{ds}, false, "volsize")
+	if err != nil || len(got) != 1 {
+		return err
+	}
+	if got[0].Bytes("volsize") >= size {
+		return nil
+	}
+	return p.z.Set(ctx, ds, "volsize", strconv.FormatInt(size, 10))
+}
+
+// device waits for udev to make a zvol's device node.
+func (p *Pool) device(ctx context.Context, id string) (string, error) {
+	dev := "/dev/zvol/" + p.dataset(id)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(dev); err == nil {
+			return dev, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("dot %s on pool %s: device %s did not appear", id, p.cfg.Name, dev)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

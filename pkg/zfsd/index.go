@@ -116,6 +116,7 @@ func (p *Pool) parse(list []zfs.Dataset) (map[string]*Dot, map[string]*Commit) {
 		if o := ds.Props["origin"].Value; o != "-" && o != "" {
 			d.Origin = o
 		}
+		d.Block = ds.Type() == "volume"
 		dots[rel] = d
 	}
 	for id, c := range commits {

@@ -43,6 +43,7 @@ type Dot struct {
 	Created  time.Time
 	Deleted  bool   // hidden: deleted by the user, kept while others depend on it
 	Origin   string // ZFS origin snapshot of an instant branch, "" otherwise
+	Block    bool   // a zvol (raw block volume), not a filesystem
 }
 
 // Commit is a snapshot of a dot: <pool>/dots/<dot-id>@<commit-id>.
@@ -70,6 +71,9 @@ type DotSpec struct {
 	CloneMode  CloneMode
 	// Props are extra ZFS properties (compression, ...), already validated.
 	Props map[string]string
+	// Block makes a zvol of Capacity bytes (a multiple of 1 MiB) instead of
+	// a filesystem.
+	Block bool
 }
 
 // Property names. Keeping them together documents the on-pool format.

@@ -723,6 +723,7 @@ type Dot struct {
 	CreatedUnixNano int64                  `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	Origin          string                 `protobuf:"bytes,7,opt,name=origin,proto3" json:"origin,omitempty"`
 	Pool            string                 `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
+	Block           bool                   `protobuf:"varint,10,opt,name=block,proto3" json:"block,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -813,6 +814,13 @@ func (x *Dot) GetPool() string {
 	return ""
 }
 
+func (x *Dot) GetBlock() bool {
+	if x != nil {
+		return x.Block
+	}
+	return false
+}
+
 type DotList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Dots          []*Dot                 `protobuf:"bytes,1,rep,name=dots,proto3" json:"dots,omitempty"`
@@ -868,6 +876,7 @@ type DotSpec struct {
 	CloneMode     string                 `protobuf:"bytes,7,opt,name=clone_mode,json=cloneMode,proto3" json:"clone_mode,omitempty"`
 	Props         map[string]string      `protobuf:"bytes,8,rep,name=props,proto3" json:"props,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Pool          string                 `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
+	Block         bool                   `protobuf:"varint,10,opt,name=block,proto3" json:"block,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -963,6 +972,13 @@ func (x *DotSpec) GetPool() string {
 		return x.Pool
 	}
 	return ""
+}
+
+func (x *DotSpec) GetBlock() bool {
+	if x != nil {
+		return x.Block
+	}
+	return false
 }
 
 type ResizeRequest struct {
@@ -1275,7 +1291,7 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1c\n" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x14\n" +
-	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xb0\x02\n" +
+	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xc6\x02\n" +
 	"\x03Dot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1284,12 +1300,14 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x06source\x18\x05 \x01(\tR\x06source\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\x12\x16\n" +
 	"\x06origin\x18\a \x01(\tR\x06origin\x12\x12\n" +
-	"\x04pool\x18\t \x01(\tR\x04pool\x1a9\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\x12\x14\n" +
+	"\x05block\x18\n" +
+	" \x01(\bR\x05block\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\b\x10\t\"3\n" +
 	"\aDotList\x12(\n" +
-	"\x04dots\x18\x01 \x03(\v2\x14.dotmesh.zfsd.v1.DotR\x04dots\"\xa6\x03\n" +
+	"\x04dots\x18\x01 \x03(\v2\x14.dotmesh.zfsd.v1.DotR\x04dots\"\xbc\x03\n" +
 	"\aDotSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1301,7 +1319,9 @@ const file_zfsd_proto_rawDesc = "" +
 	"\n" +
 	"clone_mode\x18\a \x01(\tR\tcloneMode\x129\n" +
 	"\x05props\x18\b \x03(\v2#.dotmesh.zfsd.v1.DotSpec.PropsEntryR\x05props\x12\x12\n" +
-	"\x04pool\x18\t \x01(\tR\x04pool\x1a9\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\x12\x14\n" +
+	"\x05block\x18\n" +
+	" \x01(\bR\x05block\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +

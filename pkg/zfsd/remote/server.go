@@ -53,7 +53,7 @@ func (s *Server) GetDotByName(ctx context.Context, r *api.NameRef) (*api.Dot, er
 func (s *Server) CreateDot(ctx context.Context, r *api.DotSpec) (*api.Dot, error) {
 	return dotReply(s.pool.CreateDot(ctx, zfsd.DotSpec{Pool: r.GetPool(), ID: r.GetId(), Name: r.GetName(), Capacity: r.GetCapacity(),
 		Params: r.GetParams(), FromCommit: r.GetFromCommit(), FromDot: r.GetFromDot(),
-		CloneMode: zfsd.CloneMode(r.GetCloneMode()), Props: r.GetProps()}))
+		CloneMode: zfsd.CloneMode(r.GetCloneMode()), Props: r.GetProps(), Block: r.GetBlock()}))
 }
 
 func (s *Server) DeleteDot(ctx context.Context, r *api.DotRef) (*api.Empty, error) {
