@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Starts zfs-fuse for tests and the demo, and stops it again, but only when
 # this script started it: a daemon someone else runs is left alone.
-#   hack/zfs-fuse.sh start   install if missing, start if not answering
+#   hack/zfs-fuse.sh start   install if missing, start if not answering; prints
+#                            "started" if it started the daemon, else "running"
 #   hack/zfs-fuse.sh stop    stop the daemon this script started (by PID)
+# Callers stop only what their own start printed "started" for, so a run
+# never stops a daemon that another run (or a person) is using.
 set -euo pipefail
 state=/run/dotmesh-csi-zfs-fuse
 pidfile=$state/zfs-fuse.pid
@@ -12,11 +15,12 @@ answering() { zpool list >/dev/null 2>&1; }
 case "${1:-}" in
 start)
 	if ! command -v zfs-fuse >/dev/null 2>&1; then
-		echo "zfs-fuse: installing (apt-get install -y zfs-fuse)"
+		echo "zfs-fuse: installing (apt-get install -y zfs-fuse)" >&2
 		DEBIAN_FRONTEND=noninteractive apt-get install -y zfs-fuse >/dev/null
 	fi
 	if answering; then
-		echo "zfs-fuse: already answering; leaving it as it is"
+		echo "zfs-fuse: already answering; leaving it as it is" >&2
+		echo running
 		exit 0
 	fi
 	mkdir -p "$state"
@@ -24,7 +28,7 @@ start)
 	if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then rm -f "$pidfile"; fi
 	zfs-fuse --no-kstat-mount --pidfile "$pidfile"
 	for _ in $(seq 1 100); do
-		answering && { echo "zfs-fuse: started (pid $(cat "$pidfile"))"; exit 0; }
+		answering && { echo "zfs-fuse: started (pid $(cat "$pidfile"))" >&2; echo started; exit 0; }
 		sleep 0.1
 	done
 	echo "zfs-fuse: started but never answered 'zpool list' (it logs only to syslog)" >&2

@@ -127,6 +127,7 @@ type dotStatus struct {
 	Replicas     []replicaWire `json:"replicas"`
 	Loss         *lossWire     `json:"loss,omitempty"`
 	Moving       string        `json:"moving,omitempty"`
+	Deleted      bool          `json:"deleted,omitempty"`
 	LastCommitAt *time.Time    `json:"lastCommitAt,omitempty"`
 	MovingSince  *time.Time    `json:"movingSince,omitempty"`
 }
@@ -179,7 +180,7 @@ func dotObject(d Dot) (*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := dotStatus{Master: d.Master, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving}
+	st := dotStatus{Master: d.Master, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving, Deleted: d.Deleted}
 	if !d.LastCommitAt.IsZero() {
 		t := d.LastCommitAt.UTC()
 		st.LastCommitAt = &t
@@ -215,7 +216,7 @@ func dotFrom(obj *unstructured.Unstructured) (Dot, error) {
 		return Dot{}, fmt.Errorf("Dot %s: %w", obj.GetName(), err)
 	}
 	d := Dot{ID: obj.GetName(), Name: spec.Name, Capacity: spec.Capacity, Master: st.Master, NewestCommit: st.NewestCommit,
-		Seq: st.Seq, Version: obj.GetResourceVersion(), Moving: st.Moving}
+		Seq: st.Seq, Version: obj.GetResourceVersion(), Moving: st.Moving, Deleted: st.Deleted}
 	if st.MovingSince != nil {
 		d.MovingSince = *st.MovingSince
 	}

@@ -69,6 +69,10 @@ type Dot struct {
 	NewestCommit string
 	Seq          int64
 	Loss         *Loss
+	// Deleted marks a dot deleted while copies of it remain on pools that
+	// were unreachable; the record stays, so no rebuild brings the dot back,
+	// until those copies are dropped.
+	Deleted bool
 	// Moving names the pool a handoff is bringing the dot to: the claim
 	// that lets exactly one node move a dot at a time.
 	Moving      string

@@ -115,15 +115,30 @@ func notFound(kind, id string) error {
 
 func (s *Store) record(ctx context.Context, id string) (cluster.Dot, error) {
 	d, err := s.cfg.View.GetDot(ctx, id)
-	if errors.Is(err, cluster.ErrNotFound) {
-		return d, notFound("dot", id)
+	if errors.Is(err, cluster.ErrNotFound) || (err == nil && d.Deleted) {
+		return cluster.Dot{}, notFound("dot", id)
 	}
 	return d, err
 }
 
+// liveDots lists the view's records of dots that are not deleted.
+func (s *Store) liveDots(ctx context.Context) ([]cluster.Dot, error) {
+	recs, err := s.cfg.View.ListDots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := recs[:0]
+	for _, r := range recs {
+		if !r.Deleted {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 // ListDots lists dots from the view, where their masters are.
 func (s *Store) ListDots(ctx context.Context) ([]zfsd.Dot, error) {
-	recs, err := s.cfg.View.ListDots(ctx)
+	recs, err := s.liveDots(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +182,7 @@ func isUnreachable(err error) bool {
 }
 
 func (s *Store) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error) {
-	recs, err := s.cfg.View.ListDots(ctx)
+	recs, err := s.liveDots(ctx)
 	if err != nil {
 		return zfsd.Dot{}, err
 	}
@@ -333,18 +348,37 @@ func (s *Store) DeleteDot(ctx context.Context, id string) error {
 	if err := c.DeleteDot(ctx, id); err != nil {
 		return err
 	}
+	return s.dropCopies(ctx, rec)
+}
+
+// dropCopies drops a deleted dot's replicas. Those on pools that do not
+// answer stay listed on a tombstone record, which Reconcile retries, so a
+// later rebuild of the view cannot bring the dot back from them.
+func (s *Store) dropCopies(ctx context.Context, rec cluster.Dot) error {
+	var left []cluster.Replica
 	for _, r := range rec.Replicas {
 		rc, _, err := s.client(ctx, r.Pool)
 		if err == nil {
-			err = rc.DropCopy(ctx, id)
+			err = rc.DropCopy(ctx, rec.ID)
 		}
 		if err != nil {
-			// Not fatal: the copy is unreachable; it carries the dot's ID
-			// and is dropped when its pool comes back and is reconciled.
-			klog.ErrorS(err, "dropping a replica of a deleted dot", "dot", id, "pool", r.Pool)
+			klog.ErrorS(err, "dropping a replica of a deleted dot; retried later", "dot", rec.ID, "pool", r.Pool)
+			left = append(left, r)
 		}
 	}
-	return s.cfg.View.DeleteDot(ctx, id)
+	if len(left) == 0 {
+		return s.cfg.View.DeleteDot(ctx, rec.ID)
+	}
+	for {
+		cur, err := s.cfg.View.GetDot(ctx, rec.ID)
+		if err != nil {
+			return err
+		}
+		cur.Deleted, cur.Replicas = true, left
+		if _, err = s.cfg.View.UpdateDot(ctx, cur); !errors.Is(err, cluster.ErrConflict) {
+			return err
+		}
+	}
 }
 
 func (s *Store) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.Dot, error) {
@@ -365,7 +399,7 @@ func (s *Store) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.
 
 // ListCommits lists each dot's commits as its master has them.
 func (s *Store) ListCommits(ctx context.Context) ([]zfsd.Commit, error) {
-	recs, err := s.cfg.View.ListDots(ctx)
+	recs, err := s.liveDots(ctx)
 	if err != nil {
 		return nil, err
 	}

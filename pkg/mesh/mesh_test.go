@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -476,5 +477,43 @@ func TestDivergedReplicaIsReseeded(t *testing.T) {
 	}
 	if got := sum(t, filepath.Join(bdir, "data")); got != want {
 		t.Fatal("re-seeded replica does not hold the master's data")
+	}
+}
+
+func TestDeletedDotIsNotRebuiltFromAnUnreachableReplica(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	a, b := tc.nodes[0], tc.nodes[1]
+	d := tc.createDot(t, a, "2")
+	tc.commit(t, d.ID, "c1")
+	// b stops reporting: its copy cannot be dropped now.
+	b.stop()
+	time.Sleep(1500 * time.Millisecond)
+	if err := tc.ctrl.DeleteDot(ctxT(t), d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.ctrl.GetDot(ctxT(t), d.ID); !errors.Is(err, zfsd.ErrNotFound) {
+		t.Fatalf("deleted dot still visible: %v", err)
+	}
+	rec, err := tc.view.GetDot(ctxT(t), d.ID)
+	if err != nil || !rec.Deleted || len(rec.Replicas) != 1 {
+		t.Fatalf("tombstone %+v, %v", rec, err)
+	}
+	// b comes back; a rebuild must not resurrect the dot from its copy.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go b.store.Heartbeat(ctx, "node-b", 200*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	if n, err := tc.ctrl.Rebuild(ctxT(t)); err != nil || n != 0 {
+		t.Fatalf("rebuild restored %d records (%v) from a deleted dot's copy", n, err)
+	}
+	// The next reconcile pass drops the copy and the tombstone.
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	tc.ctrl.Reconcile(rctx, time.Hour)
+	rcancel()
+	if _, err := tc.view.GetDot(ctxT(t), d.ID); !errors.Is(err, cluster.ErrNotFound) {
+		t.Fatalf("tombstone left after the copy was dropped: %v", err)
+	}
+	if dots, _ := b.pool.ListDots(ctxT(t)); len(dots) != 0 {
+		t.Fatalf("copy left on the returned pool: %+v", dots)
 	}
 }

@@ -102,6 +102,12 @@ func (s *Store) Reconcile(ctx context.Context, interval time.Duration) {
 		recs, err := s.cfg.View.ListDots(ctx)
 		if err == nil {
 			for _, d := range recs {
+				if d.Deleted {
+					if err := s.dropCopies(ctx, d); err != nil {
+						klog.V(2).InfoS("deleted dot: copies still left", "dot", d.ID, "err", err)
+					}
+					continue
+				}
 				for _, r := range d.Replicas {
 					if d.Lag(r) > 0 || (r.Commit == "" && d.Seq > 0) {
 						s.Replicate(d.ID)
@@ -150,7 +156,7 @@ func (s *Store) AutoCommit(ctx context.Context, tick time.Duration) {
 			return
 		case <-t.C:
 		}
-		recs, err := s.cfg.View.ListDots(ctx)
+		recs, err := s.liveDots(ctx)
 		if err != nil {
 			klog.ErrorS(err, "automatic commits: listing dots")
 			continue

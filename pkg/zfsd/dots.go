@@ -2,9 +2,9 @@ package zfsd
 
 import (
 	"context"
-	"os"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
