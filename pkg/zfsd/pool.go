@@ -301,3 +301,6 @@ func (p *Pool) Close(ctx context.Context) error {
 
 // Name is the pool's name.
 func (p *Pool) Name() string { return p.cfg.Name }
+
+// Zvols reports whether this ZFS makes zvols (raw block volumes).
+func (p *Pool) Zvols() bool { return p.zvols }
