@@ -37,7 +37,7 @@ for run in zfs mountinfo zfsd driver inprocess inprocess:block; do
 	r=$?
 	grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|PASS$|FAIL$|ok |Ran [0-9]+ of|SUCCESS!|FAIL!|\s+[a-z_]+_test\.go:[0-9]+:)' /var/tmp/$t.log | grep -v '^=== RUN'
 	echo "=== RESULT $run rc=$r passed=$(grep -c -- '--- PASS' /var/tmp/$t.log) failed=$(grep -c -- '--- FAIL' /var/tmp/$t.log) took=$(( $(date +%s) - start ))s"
-	[ $r -eq 0 ] || { rc=1; tail -40 /var/tmp/$t.log; }
+	[ $r -eq 0 ] || { rc=1; grep -E -A3 '\[FAILED\]|rpc error' /var/tmp/$t.log | grep -vE '^\s*I[0-9]{4} ' | head -60; tail -20 /var/tmp/$t.log; }
 done
 exit $rc
 RUN

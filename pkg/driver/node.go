@@ -159,7 +159,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if capability == nil {
 		return nil, invalidf("volume capability is required")
 	}
-	if err := checkCapability(capability, false); err != nil {
+	// Whether this ZFS has zvols was settled when the volume was made; here
+	// only the capability's shape is checked, and below its kind.
+	if err := checkCapability(capability, true); err != nil {
 		return nil, err
 	}
 	rel, err := d.lockOrAbort("publish/" + target)
@@ -170,6 +172,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	dot, err := d.lookupDot(ctx, id)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if block := capability.GetBlock() != nil; block != dot.Block {
+		return nil, invalidf("volume %s is a %s volume; it cannot be published as %s", id, kind(dot.Block), kind(block))
 	}
 	readOnly := req.GetReadonly() || capability.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	if dot.Block {
