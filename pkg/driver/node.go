@@ -178,7 +178,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	readOnly := req.GetReadonly() || capability.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	if dot.Block {
-		return d.publishBlock(ctx, id, target, readOnly)
+		return d.publishBlock(ctx, id, target, readOnly, mode(capability))
 	}
 	mounts, err := mountinfo.ReadFile(selfMountinfo)
 	if err != nil {
@@ -292,10 +292,27 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 
 // publishBlock binds a block dot's device onto a file at the target path.
 // The dot's device is found afresh (MountDot is idempotent for block dots).
-func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly bool) (*csi.NodePublishVolumeResponse, error) {
+func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly bool, m csi.VolumeCapability_AccessMode_Mode) (*csi.NodePublishVolumeResponse, error) {
 	dev, err := d.store.MountDot(ctx, id)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if m == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+		// A bind of a device node shows in mountinfo as the device
+		// filesystem's mount with the node's name as its root.
+		real, err := filepath.EvalSymlinks(dev)
+		if err != nil {
+			return nil, statusf(codes.Internal, "volume %s: device %s: %v", id, dev, err)
+		}
+		mounts, err := mountinfo.ReadFile(selfMountinfo)
+		if err != nil {
+			return nil, statusf(codes.Internal, "reading mounts: %v", err)
+		}
+		for _, o := range mounts {
+			if o.Root == "/"+filepath.Base(real) && o.FSType == "devtmpfs" && o.MountPoint != filepath.Clean(target) {
+				return nil, statusf(codes.FailedPrecondition, "volume %s is single-writer and already published at %s", id, o.MountPoint)
+			}
+		}
 	}
 	if err := mountinfo.BindFile(dev, target, readOnly); err != nil {
 		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
@@ -305,4 +322,8 @@ func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly b
 	}
 	klog.V(2).InfoS("block volume published", "volume", id, "device", dev, "target", target, "readOnly", readOnly)
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+func mode(c *csi.VolumeCapability) csi.VolumeCapability_AccessMode_Mode {
+	return c.GetAccessMode().GetMode()
 }
