@@ -14,7 +14,9 @@ import (
 // Rebuild restores the view's record of every dot that a live pool holds
 // but the view has lost (architecture rule 1: the pools tell the whole
 // story). The copy with the most commits is taken as master; the others
-// become replicas at the commit they hold. Records that exist are left
+// become replicas at the commit they hold. Known gap: when copies hold the
+// same commits, nothing on the pools says which was master, and the choice
+// between them is arbitrary (its uncommitted writes could be passed over). Records that exist are left
 // alone. It returns how many records it restored.
 func (s *Store) Rebuild(ctx context.Context) (int, error) {
 	pools, err := s.Pools(ctx)
