@@ -98,7 +98,7 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	start := time.Now()
 	reply, err := c.Handoff(ctx, rec.ID, s.cfg.LocalAddress)
 	if err == nil {
-		err = s.cfg.Local.Reload(ctx, rec.ID)
+		err = s.cfg.Local.SetRole(ctx, rec.ID, true)
 	}
 	if err != nil {
 		if cerr := s.cas(context.WithoutCancel(ctx), rec.ID, func(d *cluster.Dot) error {
@@ -173,7 +173,7 @@ func (s *Store) failover(ctx context.Context, rec cluster.Dot, master cluster.Po
 	s.cfg.View.Event(ctx, rec.ID, "FailedOver", msg)
 	klog.InfoS("failed over", "dot", rec.ID, "from", master.Name, "to", chosen.Pool, "commitsLost", loss.CommitsLost)
 	if chosen.Pool == s.cfg.Local.Name() {
-		return s.cfg.Local.Reload(ctx, rec.ID)
+		return s.cfg.Local.SetRole(ctx, rec.ID, true)
 	}
 	fresh, err := s.record(ctx, rec.ID)
 	if err != nil {

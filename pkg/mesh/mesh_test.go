@@ -226,6 +226,17 @@ func TestHandoffMovesOnlyTheDiff(t *testing.T) {
 	if rec.Master != b.pool.Name() || rec.Moving != "" {
 		t.Fatalf("after handoff: master %s moving %q", rec.Master, rec.Moving)
 	}
+	// The pools agree: a view rebuilt now names the new master.
+	if err := tc.view.DeleteDot(ctxT(t), d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.ctrl.Rebuild(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := tc.view.GetDot(ctxT(t), d.ID); got.Master != b.pool.Name() {
+		t.Fatalf("view rebuilt after a handoff names %s as master, not %s", got.Master, b.pool.Name())
+	}
+	rec, _ = tc.view.GetDot(ctxT(t), d.ID)
 	if old, ok := rec.Replica(a.pool.Name()); !ok || old.Seq != rec.Seq {
 		t.Fatalf("old master is not an up-to-date replica: %+v", rec.Replicas)
 	}
@@ -353,16 +364,9 @@ func TestViewIsRebuiltFromThePools(t *testing.T) {
 	}
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
 	tc.commit(t, d.ID, "c1")
-	// The replica misses c2, so the master is the copy with most commits.
-	// (With equal commits the pools cannot yet tell which was master: a
-	// known gap, see docs/limitations.md.)
-	tc.nodes[1].stop()
-	time.Sleep(1500 * time.Millisecond)
 	tc.commit(t, d.ID, "c2")
-	hb, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go tc.nodes[1].store.Heartbeat(hb, "node-b", 200*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
+	// Both copies hold the same commits: only the pools' own record of
+	// which copy is master can tell them apart.
 	before, _ := tc.view.GetDot(ctxT(t), d.ID)
 	if err := tc.view.DeleteDot(ctxT(t), d.ID); err != nil {
 		t.Fatal(err)
@@ -376,7 +380,7 @@ func TestViewIsRebuiltFromThePools(t *testing.T) {
 		t.Fatal(err)
 	}
 	if after.Master != before.Master || after.Name != before.Name || after.Capacity != before.Capacity ||
-		after.Seq != 2 || len(after.Replicas) != 1 || after.Replicas[0].Seq != 1 {
+		after.Seq != 2 || len(after.Replicas) != 1 || after.Replicas[0].Seq != 2 {
 		t.Fatalf("rebuilt %+v\nfrom     %+v", after, before)
 	}
 	if n, _ := tc.ctrl.Rebuild(ctxT(t)); n != 0 {

@@ -14,9 +14,8 @@ import (
 // Rebuild restores the view's record of every dot that a live pool holds
 // but the view has lost (architecture rule 1: the pools tell the whole
 // story). The copy with the most commits is taken as master; the others
-// become replicas at the commit they hold. Known gap: when copies hold the
-// same commits, nothing on the pools says which was master, and the choice
-// between them is arbitrary (its uncommitted writes could be passed over). Records that exist are left
+// become replicas at the commit they hold. Each pool records whether its
+// copy is the master (io.dotmesh:role), and that decides first. Records that exist are left
 // alone. It returns how many records it restored.
 func (s *Store) Rebuild(ctx context.Context) (int, error) {
 	pools, err := s.Pools(ctx)
@@ -59,7 +58,14 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 		if _, err := s.cfg.View.GetDot(ctx, id); !errors.Is(err, cluster.ErrNotFound) {
 			continue
 		}
-		sort.SliceStable(hs, func(i, j int) bool { return len(hs[i].snaps) > len(hs[j].snaps) })
+		// The copy that says it was master wins; among the rest (a master
+		// lost mid-handoff), the one with most commits.
+		sort.SliceStable(hs, func(i, j int) bool {
+			if hs[i].dot.Master != hs[j].dot.Master {
+				return hs[i].dot.Master
+			}
+			return len(hs[i].snaps) > len(hs[j].snaps)
+		})
 		m := hs[0]
 		rec := cluster.Dot{ID: id, Name: m.dot.Name, Capacity: m.dot.Capacity, Master: m.pool,
 			Seq: int64(len(m.snaps)), NewestCommit: m.newest}

@@ -28,8 +28,9 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 		return Dot{}, fmt.Errorf("dot %s: block volumes need zvols, which this ZFS does not have: %w", s.ID, ErrUnsupported)
 	}
 	now := time.Now()
-	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now, Block: s.Block}
+	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now, Block: s.Block, Master: true}
 	props := map[string]string{
+		propRole:     "master",
 		propManaged:  "true",
 		propID:       s.ID,
 		propName:     s.Name,

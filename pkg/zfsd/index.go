@@ -117,6 +117,7 @@ func (p *Pool) parse(list []zfs.Dataset) (map[string]*Dot, map[string]*Commit) {
 			d.Origin = o
 		}
 		d.Block = ds.Type() == "volume"
+		d.Master = ds.Props[propRole].Source == "local" && ds.Props[propRole].Value == "master"
 		dots[rel] = d
 	}
 	for id, c := range commits {

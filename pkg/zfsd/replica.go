@@ -65,6 +65,9 @@ func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader) error {
 	if err := p.z.Set(ctx, p.dataset(dotID), "atime", "off"); err != nil {
 		klog.ErrorS(err, "atime=off on replica", "dot", dotID)
 	}
+	if err := p.SetRole(ctx, dotID, false); err != nil {
+		return err
+	}
 	return p.Reload(ctx, dotID)
 }
 
@@ -138,4 +141,21 @@ func (p *Pool) Staged(ctx context.Context, dotID string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// SetRole records on this pool whether its copy of a dot is the master.
+func (p *Pool) SetRole(ctx context.Context, dotID string, master bool) error {
+	role := "replica"
+	if master {
+		role = "master"
+	}
+	if err := p.z.Set(ctx, p.dataset(dotID), propRole, role); err != nil {
+		return fmt.Errorf("dot %s on pool %s: recording role %s: %w", dotID, p.cfg.Name, role, err)
+	}
+	p.mu.Lock()
+	if d, ok := p.dots[dotID]; ok {
+		d.Master = master
+	}
+	p.mu.Unlock()
+	return nil
 }

@@ -44,6 +44,7 @@ type Dot struct {
 	Deleted  bool   // hidden: deleted by the user, kept while others depend on it
 	Origin   string // ZFS origin snapshot of an instant branch, "" otherwise
 	Block    bool   // a zvol (raw block volume), not a filesystem
+	Master   bool   // this pool's copy was last the dot's master
 }
 
 // Commit is a snapshot of a dot: <pool>/dots/<dot-id>@<commit-id>.
@@ -86,6 +87,10 @@ const (
 	propSource   = "io.dotmesh:source"
 	propCreated  = "io.dotmesh:created"
 	propDeleted  = "io.dotmesh:deleted"
+	// propRole says whether this pool's copy of a dot is its master or a
+	// replica, so a lost cluster view can be rebuilt. It is only trusted
+	// when set here (source local): a stream carries the sender's.
+	propRole = "io.dotmesh:role"
 
 	propCommitName     = "io.dotmesh:commit-name"
 	propCommitSize     = "io.dotmesh:commit-size"
@@ -98,7 +103,7 @@ const (
 var dotProps = []string{propName, propCapacity, propParams, propSource, propCreated, propDeleted}
 
 var loadProps = []string{
-	"type", "origin",
+	"type", "origin", propRole,
 	propManaged, propID, propName, propCapacity, propParams, propSource, propCreated, propDeleted,
 	propCommitName, propCommitSize, propCommitCreated, propCommitDeleted, propCommitInternal,
 }

@@ -724,6 +724,7 @@ type Dot struct {
 	Origin          string                 `protobuf:"bytes,7,opt,name=origin,proto3" json:"origin,omitempty"`
 	Pool            string                 `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
 	Block           bool                   `protobuf:"varint,10,opt,name=block,proto3" json:"block,omitempty"`
+	Master          bool                   `protobuf:"varint,11,opt,name=master,proto3" json:"master,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -817,6 +818,13 @@ func (x *Dot) GetPool() string {
 func (x *Dot) GetBlock() bool {
 	if x != nil {
 		return x.Block
+	}
+	return false
+}
+
+func (x *Dot) GetMaster() bool {
+	if x != nil {
+		return x.Master
 	}
 	return false
 }
@@ -1291,7 +1299,7 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1c\n" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x14\n" +
-	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xc6\x02\n" +
+	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xde\x02\n" +
 	"\x03Dot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1302,7 +1310,8 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x06origin\x18\a \x01(\tR\x06origin\x12\x12\n" +
 	"\x04pool\x18\t \x01(\tR\x04pool\x12\x14\n" +
 	"\x05block\x18\n" +
-	" \x01(\bR\x05block\x1a9\n" +
+	" \x01(\bR\x05block\x12\x16\n" +
+	"\x06master\x18\v \x01(\bR\x06master\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\b\x10\t\"3\n" +

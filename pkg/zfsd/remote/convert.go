@@ -25,7 +25,7 @@ func fromUnixNano(n int64) time.Time {
 
 func dotToAPI(d zfsd.Dot) *api.Dot {
 	return &api.Dot{Pool: d.Pool, Id: d.ID, Name: d.Name, Capacity: d.Capacity, Params: d.Params, Source: d.Source,
-		CreatedUnixNano: unixNano(d.Created), Origin: d.Origin, Block: d.Block}
+		CreatedUnixNano: unixNano(d.Created), Origin: d.Origin, Block: d.Block, Master: d.Master}
 }
 
 func dotFromAPI(d *api.Dot) zfsd.Dot {
@@ -34,7 +34,7 @@ func dotFromAPI(d *api.Dot) zfsd.Dot {
 		p = map[string]string{}
 	}
 	return zfsd.Dot{Pool: d.GetPool(), ID: d.GetId(), Name: d.GetName(), Capacity: d.GetCapacity(), Params: p, Source: d.GetSource(),
-		Created: fromUnixNano(d.GetCreatedUnixNano()), Origin: d.GetOrigin(), Block: d.GetBlock()}
+		Created: fromUnixNano(d.GetCreatedUnixNano()), Origin: d.GetOrigin(), Block: d.GetBlock(), Master: d.GetMaster()}
 }
 
 func commitToAPI(c zfsd.Commit) *api.Commit {

@@ -219,7 +219,15 @@ func (s *Server) Handoff(ctx context.Context, r *api.PushRequest) (*api.PushRepl
 	if _, err := s.pool.CreateCommit(ctx, id, ""); err != nil {
 		return nil, errcode.ToStatus(err)
 	}
-	return s.push(ctx, r)
+	reply, err := s.push(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	// From here this copy is a replica, whatever the caller does next.
+	if err := s.pool.SetRole(ctx, id, false); err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	return reply, nil
 }
 
 // lockDot serialises stream work on one dot; a second one is Aborted.
