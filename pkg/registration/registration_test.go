@@ -2,6 +2,7 @@ package registration
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,6 +29,17 @@ func TestKubeletHandshake(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
+	// Dial once the socket exists: a first dial that fails puts the client
+	// in gRPC's reconnect backoff, which outlasts a short retry loop.
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("registration socket %s never appeared", sock)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
