@@ -121,6 +121,16 @@ func (s *Store) record(ctx context.Context, id string) (cluster.Dot, error) {
 	return d, err
 }
 
+// master returns a dot's record and a client for its master's zfsd.
+func (s *Store) master(ctx context.Context, id string) (cluster.Dot, *remote.Client, error) {
+	rec, err := s.record(ctx, id)
+	if err != nil {
+		return rec, nil, err
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	return rec, c, err
+}
+
 // liveDots lists the view's records of dots that are not deleted.
 func (s *Store) liveDots(ctx context.Context) ([]cluster.Dot, error) {
 	recs, err := s.cfg.View.ListDots(ctx)
@@ -382,11 +392,7 @@ func (s *Store) dropCopies(ctx context.Context, rec cluster.Dot) error {
 }
 
 func (s *Store) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.Dot, error) {
-	rec, err := s.record(ctx, id)
-	if err != nil {
-		return zfsd.Dot{}, err
-	}
-	c, _, err := s.client(ctx, rec.Master)
+	_, c, err := s.master(ctx, id)
 	if err != nil {
 		return zfsd.Dot{}, err
 	}
@@ -459,11 +465,7 @@ func (s *Store) GetCommitByName(ctx context.Context, name string) (zfsd.Commit, 
 // CreateCommit commits on the master, records it, and replicates it in
 // the background.
 func (s *Store) CreateCommit(ctx context.Context, dotID, name string) (zfsd.Commit, error) {
-	rec, err := s.record(ctx, dotID)
-	if err != nil {
-		return zfsd.Commit{}, err
-	}
-	c, _, err := s.client(ctx, rec.Master)
+	_, c, err := s.master(ctx, dotID)
 	if err != nil {
 		return zfsd.Commit{}, err
 	}
