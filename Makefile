@@ -46,7 +46,7 @@ lint: $(TOOLS)/staticcheck
 # in an emulated guest). etcd and kube-apiserver are built once through the Go module
 # proxy and cached in .cache/kube (about 7 minutes cold on 2 cores).
 test: build tools lint kube-bins
-	@owned=$$(hack/zfs-fuse.sh start) && trap '[ "$$owned" != started ] || hack/zfs-fuse.sh stop' EXIT; set -o pipefail; \
+	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; set -o pipefail; \
 	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... && \
 	$(MAKE) --no-print-directory test-sanity && \
 	$(MAKE) --no-print-directory test-upstream-sanity && \
@@ -79,13 +79,13 @@ test-upstream-sanity: build $(TOOLS)/csi-sanity
 	@hack/upstream-sanity.sh
 
 demo: build
-	@owned=$$(hack/zfs-fuse.sh start) && trap '[ "$$owned" != started ] || hack/zfs-fuse.sh stop' EXIT; $(GO) run ./hack/demo --node-bin=bin/dotmesh-node --work=$(CURDIR)/.demo
+	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; $(GO) run ./hack/demo --node-bin=bin/dotmesh-node --work=$(CURDIR)/.demo
 
 # One run: the standalone driver against the bare zfs commands, then the
 # mesh (replication, migration, first byte after a handoff) on a 2-node
 # harness against the bare send | recv pipe between the same nodes.
 bench: build kube-bins
-	@owned=$$(hack/zfs-fuse.sh start) && trap '[ "$$owned" != started ] || hack/zfs-fuse.sh stop' EXIT; set -o pipefail; \
+	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; set -o pipefail; \
 	$(GO) run ./hack/bench --node-bin=bin/dotmesh-node --work=$(CACHE)/bench && \
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMesh -benchtime=1x ./e2e/multinode/ 2>&1 | grep -vE '^ *[IE][0-9]{4} |nsenter exited'
 
