@@ -45,31 +45,9 @@ chmod +x "$work/payload/run.sh"
 mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 1G
 
 serial=$work/serial.log
-console=$work/console.log
-# -snapshot keeps the cached image pristine: the guest's writes go to a
-# temporary overlay. No network at all.
-qemu-system-x86_64 -accel tcg,thread=multi,tb-size=256 -cpu max -m 2048 -smp 2 -snapshot \
-	-kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-	-append "root=/dev/vda rw console=ttyS0 dotmesh-tests=1" \
-	-drive file="$image/disk.img",if=virtio,format=raw \
-	-drive file="$work/payload.img",if=virtio,format=raw \
-	-nic none -display none -monitor none -no-reboot \
-	-serial file:"$console" -serial file:"$serial" &
-qpid=$!
-trap 'kill $qpid 2>/dev/null || true' EXIT
-start=$SECONDS
-while kill -0 $qpid 2>/dev/null; do
-	if (( SECONDS - start > limit )); then
-		echo "openzfs tier: guest still running after ${limit}s; killing it" >&2
-		kill $qpid
-		break
-	fi
-	sleep 2
-done
-wait $qpid || true
-trap - EXIT
+# shellcheck source=e2e/openzfs/lib.sh
+. "$root/e2e/openzfs/lib.sh"
+boot_guest "$image" "$work/payload.img" "$work" "$limit"
 grep -E '^(GUEST-|zfs |=== RESULT|--- FAIL|Ran |SUCCESS!|FAIL!)' "$serial" || true
-echo "openzfs tier: $((SECONDS - start))s in the guest; serial log $serial"
-grep -q '^GUEST-START' "$serial" || { echo "openzfs tier: the guest never started its tests (console: $console)" >&2; exit 1; }
 grep -q '^GUEST-END rc=0' "$serial" || { echo "openzfs tier: FAILED" >&2; exit 1; }
 echo "openzfs tier: passed"
