@@ -76,7 +76,7 @@ func TestParseZpoolList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if oz[0].Size != 1006632960 || oz[0].Free != 1002087424 {
+	if oz[0].Size != 1006632960 || oz[0].Free != 1002082816 {
 		t.Fatalf("openzfs: %+v", oz[0])
 	}
 }
