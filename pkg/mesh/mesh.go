@@ -344,14 +344,10 @@ func (s *Store) updateDot(ctx context.Context, id string, change func(*cluster.D
 
 // DeleteDot deletes a dot on its master and drops its replicas.
 func (s *Store) DeleteDot(ctx context.Context, id string) error {
-	rec, err := s.record(ctx, id)
+	rec, c, err := s.master(ctx, id)
 	if errors.Is(err, zfsd.ErrNotFound) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	c, _, err := s.client(ctx, rec.Master)
 	if err != nil {
 		return err
 	}
@@ -490,14 +486,10 @@ func (s *Store) noteCommit(ctx context.Context, dotID, commitID string) error {
 }
 
 func (s *Store) DeleteCommit(ctx context.Context, id string) error {
-	rec, err := s.record(ctx, dotOf(id))
+	_, c, err := s.master(ctx, dotOf(id))
 	if errors.Is(err, zfsd.ErrNotFound) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	c, _, err := s.client(ctx, rec.Master)
 	if err != nil {
 		return err
 	}

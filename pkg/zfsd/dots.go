@@ -271,12 +271,7 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 			return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
 		}
 		p.mu.Lock()
-		delete(p.dots, id)
-		for cid, c := range p.commits {
-			if c.DotID == id {
-				delete(p.commits, cid)
-			}
-		}
+		p.forgetDotLocked(id)
 		p.mu.Unlock()
 		klog.InfoS("dot destroyed", "pool", p.cfg.Name, "dot", id, "name", d.Name)
 		return p.collectLocked(ctx, p.parentOf(d))
@@ -380,6 +375,17 @@ func (p *Pool) parentOf(d *Dot) string {
 	}
 	dot, _, _ := cutAt(c)
 	return dot
+}
+
+// forgetDotLocked drops a dot and all its commits from the index. The
+// caller holds mu.
+func (p *Pool) forgetDotLocked(dotID string) {
+	delete(p.dots, dotID)
+	for id, c := range p.commits {
+		if c.DotID == dotID {
+			delete(p.commits, id)
+		}
+	}
 }
 
 func (p *Pool) forgetCommit(id string) {

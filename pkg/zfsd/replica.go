@@ -81,12 +81,7 @@ func (p *Pool) Reload(ctx context.Context, dotID string) error {
 	dots, commits := p.parse(list)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for id, c := range p.commits {
-		if c.DotID == dotID {
-			delete(p.commits, id)
-		}
-	}
-	delete(p.dots, dotID)
+	p.forgetDotLocked(dotID)
 	for id, d := range dots {
 		p.dots[id] = d
 	}
@@ -106,12 +101,7 @@ func (p *Pool) DropCopy(ctx context.Context, dotID string) error {
 		return fmt.Errorf("dropping copy of dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}
 	p.mu.Lock()
-	delete(p.dots, dotID)
-	for id, c := range p.commits {
-		if c.DotID == dotID {
-			delete(p.commits, id)
-		}
-	}
+	p.forgetDotLocked(dotID)
 	p.mu.Unlock()
 	klog.InfoS("copy dropped", "pool", p.cfg.Name, "dot", dotID)
 	return nil
