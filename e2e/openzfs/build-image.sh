@@ -3,14 +3,17 @@
 # stock kernel, zfs-dkms and zfsutils-linux from contrib (DKMS builds the
 # module for the guest kernel during the install, about 4 minutes). The image
 # is cached under .cache/openzfs/<recipe hash>/ and rebuilt only when this
-# script or the guest files change. Prints the image folder.
+# script or the guest files change. Prints the image folder, and nothing else,
+# on stdout: every tool's chatter goes to stderr (mkfs.ext4 -q still prints
+# "Creating regular file" on stdout, which once ended up in the image path).
 set -euo pipefail
+exec 3>&1 1>&2
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 hash=$(cat "$here/build-image.sh" "$here"/guest/* | sha256sum | cut -c1-12)
 out=$root/.cache/openzfs/$hash
 if [ -f "$out/disk.img" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ]; then
-	echo "$out"
+	echo "$out" >&3
 	exit 0
 fi
 log() { echo "openzfs image: $*" >&2; }
@@ -68,4 +71,4 @@ mkfs.ext4 -q -F -L guestroot -d "$rootfs" "$out/disk.img.tmp" 6G
 mv "$out/disk.img.tmp" "$out/disk.img"
 rm -rf "$rootfs"
 log "built in $((SECONDS - start))s (kernel $kver)"
-echo "$out"
+echo "$out" >&3

@@ -41,7 +41,7 @@ zpool destroy tank
 rm -f /var/tmp/vdev
 RUN
 chmod +x "$work/payload/run.sh"
-mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 64M
+mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 64M >&2
 # shellcheck source=e2e/openzfs/lib.sh
 . "$root/e2e/openzfs/lib.sh"
 boot_guest "$image" "$work/payload.img" "$work" 900

@@ -42,7 +42,7 @@ done
 exit $rc
 RUN
 chmod +x "$work/payload/run.sh"
-mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 1G
+mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 1G >&2
 
 serial=$work/serial.log
 # shellcheck source=e2e/openzfs/lib.sh
