@@ -37,6 +37,41 @@ kill $holder
 zfs create -o refquota=1M tank/full
 dd if=/dev/zero of=/tank/full/f bs=1M count=2 status=none 2>/dev/null; sync
 rec err-outofspace.txt zfs create -o quota=1M -o refreservation=2G tank/toobig
+# Feature detection: the pool's feature flags, the kernel's filesystems.
+rec zpool-get-all.txt zpool get -H -o property,value all tank
+rec proc-filesystems.txt cat /proc/filesystems
+# Legacy mounts.
+zfs create -o mountpoint=legacy tank/dots/src
+mkdir -p /mnt/src
+mount -t zfs tank/dots/src /mnt/src
+rec err-already-mounted.txt mount -t zfs tank/dots/src /mnt/src
+# Resumable receives: streams broken off part-way with zfs recv -s.
+dd if=/dev/urandom of=/mnt/src/a bs=1M count=16 status=none
+zfs snapshot tank/dots/src@c1
+zfs send -p -R tank/dots/src@c1 2>/dev/null | head -c 4000000 | zfs recv -s -u -F tank/dots/dst >/dev/null 2>&1
+rec get-resume-token.txt zfs get -Hp -o name,property,value,source receive_resume_token tank/dots/dst
+tok=$(zfs get -H -o value receive_resume_token tank/dots/dst)
+rec send-resume-full.txt zfs send -nv -t "$tok"
+rec err-resume-exists.txt bash -c 'zfs send -p -R tank/dots/src@c1 2>/dev/null | zfs recv -s -u -F tank/dots/dst'
+zfs send -t "$tok" | zfs recv -s -u -F tank/dots/dst
+dd if=/dev/urandom of=/mnt/src/b bs=1M count=8 status=none
+zfs snapshot tank/dots/src@c2
+zfs send -p -I tank/dots/src@c1 tank/dots/src@c2 2>/dev/null | head -c 2000000 | zfs recv -s -u -F tank/dots/dst >/dev/null 2>&1
+tok=$(zfs get -H -o value receive_resume_token tank/dots/dst)
+rec send-resume-incremental.txt zfs send -nv -t "$tok"
+umount /mnt/src
+zfs destroy tank/dots/src@c2
+rec err-send-t-stale.txt zfs send -nv -t "$tok"
+rec err-send-t-corrupt.txt zfs send -nv -t 1-abc-12-deadbeef
+zfs recv -A tank/dots/dst
+rec err-recv-A-nostate.txt zfs recv -A tank/dots/dst
+# A pool with every feature disabled, as an old pool would be.
+truncate -s 256M /var/tmp/vdev2
+zpool create -d -o cachefile=none -m /tank2 tank2 /var/tmp/vdev2
+rec zpool-get-all-nofeatures.txt zpool get -H -o property,value all tank2
+rec err-upgrade-needed.txt zfs create -o compression=zstd tank2/z
+zpool destroy tank2
+rm -f /var/tmp/vdev2
 zpool destroy tank
 rm -f /var/tmp/vdev
 RUN

@@ -99,10 +99,13 @@ var classifiers = []struct {
 	{"could not find any snapshots", KindNotFound},
 	{"does not exist", KindNotFound},
 	{"no such dataset", KindNotFound},
+	{"does not have any resumable receive state", KindNotFound},
 	{"already exists", KindAlreadyExists},
 	{"has children", KindHasDependents},
 	{"has dependent clones", KindHasDependents},
 	{"is busy", KindBusy},
+	{"is already mounted", KindBusy},                // mount -t zfs of a dataset mounted elsewhere
+	{"contains partially-complete state", KindBusy}, // an interrupted zfs recv -s holds the target
 	{"device busy", KindBusy},
 	{"out of space", KindOutOfSpace},
 	{"no space left", KindOutOfSpace},
@@ -111,6 +114,7 @@ var classifiers = []struct {
 	{"unrecognized command", KindUnsupported},
 	{"function not implemented", KindUnsupported},
 	{"not supported", KindUnsupported},
+	{"pool must be upgraded", KindUnsupported},
 	{"must be one of", KindInvalid},
 	{"bad property", KindInvalid},
 	{"invalid property", KindInvalid},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +21,11 @@ import (
 // Options tunes a Client.
 type Options struct {
 	ZFS, Zpool string // binaries; default "zfs" and "zpool"
+	// Mount is the mount binary, for legacy mounts; default "mount".
+	Mount string
+	// ProcFilesystems lists the kernel's filesystem types; default
+	// "/proc/filesystems".
+	ProcFilesystems string
 	// MaxConcurrent bounds commands in flight; zfs-fuse serialises inside
 	// its daemon anyway, and an unbounded burst only queues forks.
 	MaxConcurrent int
@@ -37,6 +43,9 @@ type Client struct {
 
 	featOnce sync.Once
 	parsable bool // `zfs list -Hp` and `zpool list -Hp` work (OpenZFS)
+
+	legacyOnce sync.Once
+	legacy     bool // `mount -t zfs` works (OpenZFS's kernel module)
 }
 
 // New returns a Client over r.
@@ -46,6 +55,12 @@ func New(r Runner, o Options) *Client {
 	}
 	if o.Zpool == "" {
 		o.Zpool = "zpool"
+	}
+	if o.Mount == "" {
+		o.Mount = "mount"
+	}
+	if o.ProcFilesystems == "" {
+		o.ProcFilesystems = "/proc/filesystems"
 	}
 	if o.MaxConcurrent <= 0 {
 		o.MaxConcurrent = 16
@@ -361,6 +376,20 @@ func (c *Client) Unmount(ctx context.Context, ds string) error {
 	return err
 }
 
+// MountLegacy mounts ds, whose mountpoint is "legacy", at path with
+// `mount -t zfs` (see LegacyMount). It does not check what path holds
+// already: callers that must be idempotent read mountinfo first.
+func (c *Client) MountLegacy(ctx context.Context, ds, path string) error {
+	if err := ValidateDataset(ds); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(path, "/") || path != filepath.Clean(path) {
+		return &Error{Kind: KindInvalid, Op: "mount -t zfs", Target: ds, Msg: fmt.Sprintf("mount path %q must be clean and absolute", path)}
+	}
+	_, err := c.exec(ctx, "mount -t zfs", ds, c.opts.Mount, "-t", "zfs", ds, path)
+	return err
+}
+
 // retryBusy runs f, and while it fails with Busy unmounts ds and retries
 // every BusyDelay, at most BusyRetries times. zfs-fuse reports "dataset is
 // busy" for a rename or destroy right after mount even with no user.
@@ -453,27 +482,53 @@ func (c *Client) Send(ctx context.Context, snap string, o SendOptions, w io.Writ
 		args = append(args, flag, from)
 	}
 	args = append(args, snap)
-	p, err := c.run.Start(ctx, c.opts.ZFS, args...)
-	if err != nil {
-		return 0, wrap("zfs send", snap, err)
-	}
-	n, copyErr := io.Copy(w, p.Stdout())
-	stderr, werr := p.Wait()
-	if werr != nil {
-		return n, newError("zfs send", snap, string(stderr), werr)
-	}
-	return n, wrap("zfs send", snap, copyErr)
+	return c.stream(ctx, snap, w, args...)
 }
 
-// Receive reads a stream from r into ds, unmounted (-u); force rolls the
-// target back to its newest snapshot first (-F).
-func (c *Client) Receive(ctx context.Context, ds string, force bool, r io.Reader) error {
+// stream runs `zfs send ARGS` into w and returns the bytes written.
+func (c *Client) stream(ctx context.Context, target string, w io.Writer, args ...string) (int64, error) {
+	p, err := c.run.Start(ctx, c.opts.ZFS, args...)
+	if err != nil {
+		return 0, wrap("zfs send", target, err)
+	}
+	n, copyErr := io.Copy(w, p.Stdout())
+	if copyErr != nil {
+		// The receiving side is gone. Closing our end makes zfs send fail
+		// on its next write; Wait would otherwise wait for a process
+		// blocked on a pipe nobody reads.
+		_ = p.Stdout().Close()
+	}
+	stderr, werr := p.Wait()
+	if copyErr != nil {
+		return n, wrap("zfs send", target, copyErr)
+	}
+	if werr != nil {
+		return n, newError("zfs send", target, string(stderr), werr)
+	}
+	return n, nil
+}
+
+// ReceiveOptions tunes a receive.
+type ReceiveOptions struct {
+	// Force rolls the target back to its newest snapshot first (-F).
+	Force bool
+	// Resumable keeps what arrived when the stream breaks (-s), so the
+	// sender can resume from the receive_resume_token instead of starting
+	// over. Only where ResumableReceive is true: zfs-fuse has no -s.
+	Resumable bool
+}
+
+// Receive reads a stream from r into ds, unmounted (-u).
+func (c *Client) Receive(ctx context.Context, ds string, o ReceiveOptions, r io.Reader) error {
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
 	args := []string{"recv", "-u"}
-	if force {
+	if o.Force {
 		args = append(args, "-F")
+	}
+	if o.Resumable {
+		args = append(args, "-s")
 	}
 	args = append(args, ds)
 	_, stderr, err := c.run.Run(ctx, r, c.opts.ZFS, args...)
@@ -498,7 +553,7 @@ func (c *Client) Copy(ctx context.Context, snap, dst string, o SendOptions) (int
 		sent, sendErr = c.Send(ctx, snap, o, pw)
 		pw.CloseWithError(sendErr)
 	}()
-	recvErr := c.Receive(ctx, dst, false, pr)
+	recvErr := c.Receive(ctx, dst, ReceiveOptions{}, pr)
 	pr.CloseWithError(errors.New("receiver finished"))
 	<-done
 	if sendErr != nil {

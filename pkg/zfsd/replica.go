@@ -57,7 +57,7 @@ func (p *Pool) Send(ctx context.Context, dotID, base, commit string, w io.Writer
 // Receive applies a stream to this pool's copy of a dot, rolling back any
 // change made to the copy since its newest commit, and reloads the dot.
 func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader) error {
-	if err := p.z.Receive(ctx, p.dataset(dotID), true, r); err != nil {
+	if err := p.z.Receive(ctx, p.dataset(dotID), zfs.ReceiveOptions{Force: true}, r); err != nil {
 		return fmt.Errorf("receiving dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}
 	// Replicas are never written; with atime on, reading one would dirty it
