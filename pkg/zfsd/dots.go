@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 )
 
@@ -26,6 +28,11 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 	}
 	if s.Block && !p.zvols {
 		return Dot{}, fmt.Errorf("dot %s: block volumes need zvols, which this ZFS does not have: %w", s.ID, ErrUnsupported)
+	}
+	if v, ok := s.Props["compression"]; ok {
+		if err := p.checkCompression(v); err != nil {
+			return Dot{}, fmt.Errorf("dot %s (%s): %w", s.ID, s.Name, err)
+		}
 	}
 	now := time.Now()
 	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now, Block: s.Block, Master: true}
@@ -45,6 +52,14 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 		// do not count against it). A zvol's capacity is its volsize.
 		props["canmount"] = "noauto"
 		props["refquota"] = strconv.FormatInt(s.Capacity, 10)
+		if p.legacy {
+			// The driver mounts the dot where it wants it (mount -t zfs),
+			// so nothing hangs off the pool's mountpoint property, which
+			// names the folder of whichever node imported the pool, and
+			// nothing mounts it behind the driver's back.
+			props["mountpoint"] = "legacy"
+			d.legacyMount = true
+		}
 	}
 	for k, v := range s.Props {
 		props[k] = v
@@ -276,7 +291,7 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 		klog.InfoS("dot destroyed", "pool", p.cfg.Name, "dot", id, "name", d.Name)
 		return p.collectLocked(ctx, p.parentOf(d))
 	}
-	if err := p.z.Unmount(ctx, ds); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+	if err := p.unmount(ctx, id); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
 		return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	if err := p.z.Set(ctx, ds, propDeleted, formatTime(time.Now())); err != nil {
@@ -450,10 +465,98 @@ func (p *Pool) MountDot(ctx context.Context, id string) (string, error) {
 	if d.Block {
 		return p.device(ctx, id)
 	}
+	if p.legacy {
+		return p.mountLegacy(ctx, d)
+	}
 	if err := p.z.Mount(ctx, p.dataset(id)); err != nil {
 		return "", fmt.Errorf("mounting dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	return p.MountPath(id), nil
+}
+
+// mountLegacy mounts a dot at its path with `mount -t zfs`. It is
+// idempotent: the path already showing this dataset is success, so a
+// retried NodeStage does not stack a second mount.
+func (p *Pool) mountLegacy(ctx context.Context, d Dot) (string, error) {
+	ds, path := p.dataset(d.ID), p.MountPath(d.ID)
+	mounted, err := p.mountedAt(ds, path)
+	if err != nil || mounted {
+		return path, err
+	}
+	if !d.legacyMount {
+		// A dot made before legacy mounts (or received from a pool without
+		// them) moves over now, while it is not mounted here.
+		if err := p.z.Set(ctx, ds, "mountpoint", "legacy"); err != nil {
+			return "", fmt.Errorf("mounting dot %s on pool %s: %w", d.ID, p.cfg.Name, err)
+		}
+		p.mu.Lock()
+		if live, ok := p.dots[d.ID]; ok {
+			live.legacyMount = true
+		}
+		p.mu.Unlock()
+	}
+	if err := os.MkdirAll(path, 0o750); err != nil {
+		return "", fmt.Errorf("mounting dot %s on pool %s: %w", d.ID, p.cfg.Name, err)
+	}
+	if err := p.z.MountLegacy(ctx, ds, path); err != nil {
+		// Two callers racing to mount one dot: the loser finds it mounted.
+		if again, aerr := p.mountedAt(ds, path); aerr == nil && again {
+			return path, nil
+		}
+		return "", fmt.Errorf("mounting dot %s on pool %s: %w", d.ID, p.cfg.Name, err)
+	}
+	klog.V(2).InfoS("dot mounted", "pool", p.cfg.Name, "dot", d.ID, "path", path, "legacy", true)
+	return path, nil
+}
+
+// mountedAt reports whether path is a mount of dataset ds. A different
+// mount there is an error: the dot's path is the driver's alone.
+func (p *Pool) mountedAt(ds, path string) (bool, error) {
+	mounts, err := mountinfo.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("dataset %s on pool %s: %w", ds, p.cfg.Name, err)
+	}
+	m, ok := mountinfo.IsMountPoint(mounts, path)
+	if !ok {
+		return false, nil
+	}
+	if m.FSType != "zfs" || m.Source != ds {
+		return false, fmt.Errorf("dataset %s on pool %s: its mount path %s holds %s from %s: %w", ds, p.cfg.Name, path, m.FSType, m.Source, ErrBusy)
+	}
+	return true, nil
+}
+
+// unmount unmounts a dot's filesystem from its path; not mounted is
+// success. `zfs unmount` refuses legacy mounts ("legacy mountpoint"), so
+// those are unmounted by path.
+func (p *Pool) unmount(ctx context.Context, id string) error {
+	ds := p.dataset(id)
+	if !p.legacy {
+		return p.z.Unmount(ctx, ds)
+	}
+	path := p.MountPath(id)
+	mounted, err := p.mountedAt(ds, path)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		if err := mountinfo.Unmount(path); err != nil {
+			if errors.Is(err, unix.EBUSY) {
+				return fmt.Errorf("dot %s on pool %s: %w: %v", id, p.cfg.Name, ErrBusy, err)
+			}
+			return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
+		}
+		return nil
+	}
+	p.mu.Lock()
+	d, known := p.dots[id]
+	legacy := known && d.legacyMount
+	p.mu.Unlock()
+	if legacy {
+		return nil
+	}
+	// A dot still on its mountpoint property may be mounted through it.
+	return p.z.Unmount(ctx, ds)
 }
 
 // MountPath is where a dot mounts.
@@ -466,7 +569,7 @@ func (p *Pool) UnmountDot(ctx context.Context, id string) error {
 	if d, err := p.GetDot(ctx, id); err == nil && d.Block {
 		return nil
 	}
-	if err := p.z.Unmount(ctx, p.dataset(id)); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+	if err := p.unmount(ctx, id); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
 		return fmt.Errorf("unmounting dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	return nil

@@ -53,7 +53,7 @@ func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 // load rebuilds the index from the pool's user properties. Datasets without
 // io.dotmesh:managed are not ours and are ignored (architecture rule 4).
 func (p *Pool) load(ctx context.Context) error {
-	list, err := p.z.Get(ctx, []string{p.dotsRoot}, true, loadProps...)
+	list, err := p.z.Get(ctx, []string{p.dotsRoot}, true, p.loadProps()...)
 	if err != nil {
 		return fmt.Errorf("pool %s: loading dots: %w", p.cfg.Name, err)
 	}
@@ -74,6 +74,15 @@ func (p *Pool) load(ctx context.Context) error {
 	p.dots, p.commits = dots, commits
 	p.mu.Unlock()
 	return nil
+}
+
+// loadProps are the properties the index is built from. The resume token
+// only where the tools know it: zfs-fuse fails the whole get on it.
+func (p *Pool) loadProps() []string {
+	if p.resumable {
+		return append(loadProps[:len(loadProps):len(loadProps)], "receive_resume_token")
+	}
+	return loadProps
 }
 
 // parse builds index entries from `zfs get` output. Datasets without
@@ -117,12 +126,22 @@ func (p *Pool) parse(list []zfs.Dataset) (map[string]*Dot, map[string]*Commit) {
 			d.Origin = o
 		}
 		d.Block = ds.Type() == "volume"
+		d.legacyMount = ds.Props["mountpoint"].Value == "legacy"
 		d.Master = ds.Props[propRole].Source == "local" && ds.Props[propRole].Value == "master"
 		dots[rel] = d
 	}
 	for id, c := range commits {
 		if _, ok := dots[c.DotID]; !ok {
 			delete(commits, id)
+		}
+	}
+	// The first stream into a replica, broken off with its partial state
+	// kept (zfs recv -s), leaves a dataset with the stream's properties but
+	// no commit: not a copy of anything yet, until the stream is resumed.
+	for _, ds := range list {
+		rel := strings.TrimPrefix(ds.Name, p.dotsRoot+"/")
+		if tok := ds.Props["receive_resume_token"].Value; tok != "" && tok != "-" && dots[rel] != nil && !hasCommit(commits, rel) {
+			delete(dots, rel)
 		}
 	}
 	return dots, commits
@@ -235,4 +254,13 @@ func (p *Pool) originCommit(origin string) string {
 		return ""
 	}
 	return rel
+}
+
+func hasCommit(commits map[string]*Commit, dotID string) bool {
+	for _, c := range commits {
+		if c.DotID == dotID {
+			return true
+		}
+	}
+	return false
 }

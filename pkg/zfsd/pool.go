@@ -49,7 +49,13 @@ type Pool struct {
 	dotsRoot string // <pool>/dots
 	hostDir  string // Dir as the host sees it; where the pool file is imported from
 	bound    bool   // hostDir is our own bind mount, to remove on Close
-	zvols    bool
+
+	// What this pool and its tools can do, asked once when it opens (see
+	// probe): never assumed from which ZFS it is.
+	zvols     bool              // zfs create -V (raw block volumes)
+	legacy    bool              // mountpoint=legacy and mount -t zfs
+	resumable bool              // zfs recv -s and zfs send -t
+	features  *zfs.PoolFeatures // nil when the pool could not be asked
 
 	// mu guards the index. ZFS commands run without it.
 	mu      sync.Mutex
@@ -101,15 +107,64 @@ func Open(ctx context.Context, z *zfs.Client, cfg Config) (*Pool, error) {
 	if err := p.prepare(ctx); err != nil {
 		return nil, err
 	}
+	// Before load: what load reads depends on what the tools know.
+	p.probe(ctx)
 	if err := p.load(ctx); err != nil {
 		return nil, err
 	}
 	if err := p.sweep(ctx); err != nil {
 		klog.ErrorS(err, "sweeping pool after open; will retry on the next deletion", "pool", cfg.Name)
 	}
-	p.zvols = p.probeZvols(ctx)
-	klog.InfoS("pool open", "pool", cfg.Name, "backing", p.hostDir, "dots", len(p.dots), "commits", len(p.commits), "zvols", p.zvols)
+	klog.InfoS("pool open", "pool", cfg.Name, "backing", p.hostDir, "dots", len(p.dots), "commits", len(p.commits),
+		"zvols", p.zvols, "legacyMounts", p.legacy, "resumableReceive", p.resumable, "compression", p.compression())
 	return p, nil
+}
+
+// probe asks the tools and the pool what they can do. A probe that fails
+// leaves its feature off (or, for compression, unknown, so ZFS itself
+// decides) rather than failing the pool.
+func (p *Pool) probe(ctx context.Context) {
+	p.zvols = p.probeZvols(ctx)
+	p.legacy = p.z.LegacyMount()
+	if f, err := p.z.GetPoolFeatures(ctx, p.cfg.Name); err != nil {
+		klog.ErrorS(err, "reading pool features; compression is left for ZFS to check", "pool", p.cfg.Name)
+	} else {
+		p.features = &f
+	}
+	// The kernel keeps a partial receive in fields that need
+	// extensible_dataset; the tools must also know the token property.
+	if p.features != nil && p.features.Has("extensible_dataset") {
+		ok, err := p.z.ResumableReceive(ctx, p.cfg.Name)
+		if err != nil {
+			klog.ErrorS(err, "asking for resumable receive; streams start over after a break", "pool", p.cfg.Name)
+		}
+		p.resumable = ok
+	}
+}
+
+// compression says, for each compression algorithm that needs a pool
+// feature, whether this pool has it; nil when the pool could not be asked.
+func (p *Pool) compression() map[string]bool {
+	if p.features == nil {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, algo := range zfs.CompressionAlgorithms() {
+		_, feature := zfs.CompressionFeature(algo)
+		m[algo] = p.features.Has(feature)
+	}
+	return m
+}
+
+// checkCompression refuses a compression value the pool cannot take,
+// before anything is created, naming why.
+func (p *Pool) checkCompression(value string) error {
+	algo, feature := zfs.CompressionFeature(value)
+	if feature == "" || p.features == nil || p.features.Has(feature) {
+		return nil
+	}
+	return fmt.Errorf("parameter compression=%q: pool %s does not support %s compression: %s: %w",
+		value, p.cfg.Name, algo, p.features.Why(feature), ErrInvalid)
 }
 
 // resolveHostDir makes the backing folder's host-visible path exist in our
@@ -250,6 +305,21 @@ type PoolInfo struct {
 	Size      int64  // usable bytes (used + available of the root dataset)
 	Available int64
 	Zvols     bool // the ZFS can make zvols (raw block volumes)
+	// Compression says, for each compression algorithm that needs a pool
+	// feature (lz4, zstd), whether this pool has it. Nil when not known
+	// (the pool could not be asked, or the cluster view does not carry
+	// it); then the pool's own CreateDot decides.
+	Compression map[string]bool
+}
+
+// CheckCompression refuses a compression value a pool is known not to
+// support, so callers can answer before they create or claim anything.
+func (i PoolInfo) CheckCompression(value string) error {
+	algo, feature := zfs.CompressionFeature(value)
+	if feature == "" || i.Compression == nil || i.Compression[algo] {
+		return nil
+	}
+	return fmt.Errorf("parameter compression=%q: pool %s does not support %s compression: %w", value, i.Name, algo, ErrInvalid)
 }
 
 // Pools answers for a single pool: itself.
@@ -267,7 +337,8 @@ func (p *Pool) Info(ctx context.Context) (PoolInfo, error) {
 	if err != nil {
 		return PoolInfo{}, fmt.Errorf("pool %s: %w", p.cfg.Name, err)
 	}
-	return PoolInfo{Name: p.cfg.Name, Node: p.cfg.Node, Size: used + avail, Available: avail, Zvols: p.zvols}, nil
+	return PoolInfo{Name: p.cfg.Name, Node: p.cfg.Node, Size: used + avail, Available: avail, Zvols: p.zvols,
+		Compression: p.compression()}, nil
 }
 
 // Close exports the pool. Export fails while a dot is still mounted by a
@@ -280,7 +351,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	for _, id := range ids {
-		if err := p.z.Unmount(ctx, p.dataset(id)); err != nil {
+		if err := p.unmount(ctx, id); err != nil {
 			klog.V(2).InfoS("dot still in use at shutdown", "pool", p.cfg.Name, "dot", id, "err", err)
 		}
 	}
@@ -304,3 +375,13 @@ func (p *Pool) Name() string { return p.cfg.Name }
 
 // Zvols reports whether this ZFS makes zvols (raw block volumes).
 func (p *Pool) Zvols() bool { return p.zvols }
+
+// LegacyMounts reports whether dots are mounted with mountpoint=legacy and
+// `mount -t zfs` here (OpenZFS), rather than through the mountpoint
+// property (zfs-fuse).
+func (p *Pool) LegacyMounts() bool { return p.legacy }
+
+// ResumableReceive reports whether an interrupted stream into this pool
+// keeps what arrived (`zfs recv -s`) and a stream from it can be resumed
+// (`zfs send -t`).
+func (p *Pool) ResumableReceive() bool { return p.resumable }

@@ -54,12 +54,35 @@ func (p *Pool) Send(ctx context.Context, dotID, base, commit string, w io.Writer
 	return n, nil
 }
 
-// Receive applies a stream to this pool's copy of a dot, rolling back any
-// change made to the copy since its newest commit, and reloads the dot.
+// Receive applies a fresh stream to this pool's copy of a dot, rolling
+// back any change made to the copy since its newest commit, and reloads
+// the dot. Where receives are resumable (-s), a break keeps what arrived;
+// the partial state an earlier break left is discarded first, because ZFS
+// refuses a fresh stream while it is there, even with -F.
 func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader) error {
-	if err := p.z.Receive(ctx, p.dataset(dotID), zfs.ReceiveOptions{Force: true}, r); err != nil {
+	if err := p.discardPartial(ctx, dotID); err != nil {
+		return err
+	}
+	if err := p.z.Receive(ctx, p.dataset(dotID), zfs.ReceiveOptions{Force: true, Resumable: p.resumable}, r); err != nil {
 		return fmt.Errorf("receiving dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}
+	return p.received(ctx, dotID)
+}
+
+// ReceiveResume applies the rest of an interrupted stream (`zfs send -t`)
+// onto the partial state it left, and reloads the dot.
+func (p *Pool) ReceiveResume(ctx context.Context, dotID string, r io.Reader) error {
+	if !p.resumable {
+		return fmt.Errorf("resuming a stream into dot %s on pool %s: %w", dotID, p.cfg.Name, ErrUnsupported)
+	}
+	if err := p.z.Receive(ctx, p.dataset(dotID), zfs.ReceiveOptions{Resumable: true}, r); err != nil {
+		return fmt.Errorf("resuming a stream into dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	}
+	return p.received(ctx, dotID)
+}
+
+// received finishes a receive: the copy is a replica.
+func (p *Pool) received(ctx context.Context, dotID string) error {
 	// Replicas are never written; with atime on, reading one would dirty it
 	// and fail the next incremental receive.
 	if err := p.z.Set(ctx, p.dataset(dotID), "atime", "off"); err != nil {
@@ -71,10 +94,68 @@ func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader) error {
 	return p.Reload(ctx, dotID)
 }
 
+// ResumeToken returns the receive_resume_token an interrupted stream into
+// a dot left on this pool: "" for none, and always "" where receives are
+// not resumable (zfs-fuse does not even know the property).
+func (p *Pool) ResumeToken(ctx context.Context, dotID string) (string, error) {
+	if !p.resumable {
+		return "", nil
+	}
+	tok, err := p.z.ResumeToken(ctx, p.dataset(dotID))
+	if zfs.IsKind(err, zfs.KindNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("resume token of dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	}
+	return tok, nil
+}
+
+// discardPartial removes the partial state of an interrupted receive into
+// a dot (`zfs recv -A`), if there is one.
+func (p *Pool) discardPartial(ctx context.Context, dotID string) error {
+	tok, err := p.ResumeToken(ctx, dotID)
+	if err != nil || tok == "" {
+		return err
+	}
+	klog.InfoS("discarding the partial state of an interrupted receive; the sender did not resume it", "pool", p.cfg.Name, "dot", dotID)
+	if err := p.z.AbortReceive(ctx, p.dataset(dotID)); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+		return fmt.Errorf("discarding an interrupted receive into dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	}
+	return nil
+}
+
+// ResumeInfo checks that a token a receiver holds can be resumed from this
+// pool: the snapshots it names are still here and belong to dotID. A token
+// from another sender (the dot's master changed since the break), or whose
+// snapshots are gone, cannot; the caller then sends afresh.
+func (p *Pool) ResumeInfo(ctx context.Context, dotID, token string) (zfs.ResumeInfo, error) {
+	if !p.resumable {
+		return zfs.ResumeInfo{}, fmt.Errorf("resuming a stream of dot %s from pool %s: %w", dotID, p.cfg.Name, ErrUnsupported)
+	}
+	info, err := p.z.ResumeInfo(ctx, token)
+	if err != nil {
+		return info, fmt.Errorf("resume token for dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	}
+	if ds, _, _ := strings.Cut(info.ToName, "@"); ds != p.dataset(dotID) {
+		return info, fmt.Errorf("resume token for dot %s names %s, not a commit of it on pool %s: %w", dotID, info.ToName, p.cfg.Name, ErrInvalid)
+	}
+	return info, nil
+}
+
+// SendResume writes the rest of an interrupted stream of a dot.
+func (p *Pool) SendResume(ctx context.Context, dotID, token string, w io.Writer) (int64, error) {
+	n, err := p.z.SendResume(ctx, token, w)
+	if err != nil {
+		return n, fmt.Errorf("resuming the stream of dot %s from pool %s: %w", dotID, p.cfg.Name, err)
+	}
+	return n, nil
+}
+
 // Reload re-reads one dot and its commits from the pool into the index,
 // after another process (a receive) changed it.
 func (p *Pool) Reload(ctx context.Context, dotID string) error {
-	list, err := p.z.Get(ctx, []string{p.dataset(dotID)}, true, loadProps...)
+	list, err := p.z.Get(ctx, []string{p.dataset(dotID)}, true, p.loadProps()...)
 	if err != nil {
 		return fmt.Errorf("reloading dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}

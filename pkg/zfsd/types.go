@@ -45,6 +45,8 @@ type Dot struct {
 	Origin   string // ZFS origin snapshot of an instant branch, "" otherwise
 	Block    bool   // a zvol (raw block volume), not a filesystem
 	Master   bool   // this pool's copy was last the dot's master
+
+	legacyMount bool // its mountpoint is "legacy": mounted with mount -t zfs
 }
 
 // Commit is a snapshot of a dot: <pool>/dots/<dot-id>@<commit-id>.
@@ -103,7 +105,7 @@ const (
 var dotProps = []string{propName, propCapacity, propParams, propSource, propCreated, propDeleted}
 
 var loadProps = []string{
-	"type", "origin", propRole,
+	"type", "origin", "mountpoint", propRole,
 	propManaged, propID, propName, propCapacity, propParams, propSource, propCreated, propDeleted,
 	propCommitName, propCommitSize, propCommitCreated, propCommitDeleted, propCommitInternal,
 }
