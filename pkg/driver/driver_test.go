@@ -413,3 +413,40 @@ func TestPublishReadWriteAndReadOnly(t *testing.T) {
 		t.Fatalf("datasets after delete: %q", ds)
 	}
 }
+
+// TestCompressionThePoolLacksIsRefusedFirst: lz4 and zstd need pool
+// features (zfs-fuse's pools have none). Where the pool lacks one,
+// CreateVolume answers InvalidArgument naming the parameter, the value and
+// why, and makes nothing; where it has it, the volume is made.
+func TestCompressionThePoolLacksIsRefusedFirst(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	info, err := e.pool.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"lz4", "zstd", "zstd-19"} {
+		before := e.datasets(t)
+		r, err := e.d.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "comp-" + v, VolumeCapabilities: mountCap(),
+			Parameters: map[string]string{"compression": v}})
+		algo, _, _ := strings.Cut(v, "-")
+		if info.Compression[algo] {
+			if err != nil {
+				t.Errorf("compression=%s on a pool with the feature: %v", v, err)
+				continue
+			}
+			if _, err := e.d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: r.GetVolume().GetVolumeId()}); err != nil {
+				t.Error(err)
+			}
+			continue
+		}
+		msg := status.Convert(err).Message()
+		if code(err) != codes.InvalidArgument || !strings.Contains(msg, `compression="`+v+`"`) ||
+			!strings.Contains(msg, "pool "+e.cfg.Name+" does not support "+algo+" compression") {
+			t.Errorf("compression=%s on a pool without the feature: %v; want InvalidArgument naming parameter, value and reason", v, err)
+		}
+		if after := e.datasets(t); strings.Join(after, ",") != strings.Join(before, ",") {
+			t.Errorf("compression=%s: datasets changed by a refused create: %q -> %q", v, before, after)
+		}
+	}
+}

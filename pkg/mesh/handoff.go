@@ -126,7 +126,7 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	if err != nil {
 		return err
 	}
-	klog.InfoS("dot handed over", "dot", rec.ID, "from", master.Name, "to", local, "bytes", reply.GetBytes(),
+	klog.InfoS("dot handed over", "dot", rec.ID, "from", master.Name, "to", local, "bytes", reply.GetBytes(), "resumedBytes", reply.GetResumedBytes(),
 		"base", reply.GetBase(), "took", time.Since(start))
 	return nil
 }

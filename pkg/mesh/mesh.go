@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
@@ -252,6 +253,11 @@ func (s *Store) CreateDot(ctx context.Context, spec zfsd.DotSpec) (zfsd.Dot, err
 	if err != nil {
 		return zfsd.Dot{}, err
 	}
+	if v, ok := spec.Props["compression"]; ok {
+		if err := s.checkCompression(ctx, spec.Pool, v); err != nil {
+			return zfsd.Dot{}, err
+		}
+	}
 	if spec.FromCommit != "" || spec.FromDot != "" {
 		if err := s.bringSource(ctx, spec); err != nil {
 			return zfsd.Dot{}, err
@@ -277,6 +283,25 @@ func (s *Store) CreateDot(ctx context.Context, spec zfsd.DotSpec) (zfsd.Dot, err
 		klog.ErrorS(derr, "removing the view record of a dot that was not made", "dot", spec.ID)
 	}
 	return zfsd.Dot{}, err
+}
+
+// checkCompression asks the target pool whether it can compress with
+// value before the dot is claimed in the view: the view does not carry
+// pool features, and a dot the pool then refuses would leave a claim to
+// undo.
+func (s *Store) checkCompression(ctx context.Context, pool, value string) error {
+	if _, feature := zfs.CompressionFeature(value); feature == "" {
+		return nil
+	}
+	c, _, err := s.client(ctx, pool)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	return info.CheckCompression(value)
 }
 
 // bringSource makes sure the source of a branch is on the target pool: an

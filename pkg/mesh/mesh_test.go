@@ -63,6 +63,12 @@ func identity(t *testing.T, ca *pki.CA, name string) *pki.Identity {
 }
 
 func newCluster(t *testing.T, n int, grace time.Duration) *testCluster {
+	return newClusterWith(t, n, grace, nil)
+}
+
+// newClusterWith is newCluster with extra server options for node i's
+// zfsd (nil for none), such as an interceptor that breaks its streams.
+func newClusterWith(t *testing.T, n int, grace time.Duration, opts func(i int) []grpc.ServerOption) *testCluster {
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +82,11 @@ func newCluster(t *testing.T, n int, grace time.Duration) *testCluster {
 			t.Fatal(err)
 		}
 		peers := remote.NewDialer(id)
-		srv := grpc.NewServer(remote.ServerOptions(id)...)
+		so := remote.ServerOptions(id)
+		if opts != nil {
+			so = append(so, opts(i)...)
+		}
+		srv := grpc.NewServer(so...)
 		api.RegisterZfsdServer(srv, remote.NewServer(pool, peers))
 		go func() { _ = srv.Serve(l) }()
 		nd := &node{pool: pool, addr: l.Addr().String(), srv: srv}

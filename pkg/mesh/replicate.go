@@ -70,7 +70,7 @@ func (s *Store) ReplicateNow(ctx context.Context, dotID string) {
 			continue
 		}
 		klog.InfoS("replicated", "dot", dotID, "pool", r.Pool, "commit", reply.GetCommit(), "base", reply.GetBase(),
-			"bytes", reply.GetBytes(), "reseeded", reply.GetReseeded(), "took", time.Since(start))
+			"bytes", reply.GetBytes(), "resumedBytes", reply.GetResumedBytes(), "reseeded", reply.GetReseeded(), "took", time.Since(start))
 		pool, seq, commit := r.Pool, rec.Seq, dotID+"@"+reply.GetCommit()
 		err = s.updateDot(ctx, dotID, func(d *cluster.Dot) bool {
 			rr, ok := d.Replica(pool)

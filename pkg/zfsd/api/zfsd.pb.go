@@ -78,8 +78,11 @@ func (x *Snapshot) GetGuid() string {
 }
 
 type SnapshotList struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// The receive_resume_token an interrupted stream into this dot left on
+	// this pool, "" for none (always "" where receives are not resumable).
+	ResumeToken   string `protobuf:"bytes,2,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,11 +124,22 @@ func (x *SnapshotList) GetSnapshots() []*Snapshot {
 	return nil
 }
 
+func (x *SnapshotList) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
+}
+
 type ReceiveHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DotId         string                 `protobuf:"bytes,1,opt,name=dot_id,json=dotId,proto3" json:"dot_id,omitempty"`
-	Base          string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`     // incremental base commit, "" for a full stream
-	Commit        string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"` // the newest commit in the stream
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	DotId  string                 `protobuf:"bytes,1,opt,name=dot_id,json=dotId,proto3" json:"dot_id,omitempty"`
+	Base   string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`     // incremental base commit, "" for a full stream
+	Commit string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"` // the newest commit in the stream
+	// The stream resumes an interrupted one (zfs send -t): the receiver
+	// keeps the partial state it left. Otherwise that state is discarded
+	// first, since ZFS refuses a fresh stream while it is there.
+	Resume        bool `protobuf:"varint,4,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +193,13 @@ func (x *ReceiveHeader) GetCommit() string {
 		return x.Commit
 	}
 	return ""
+}
+
+func (x *ReceiveHeader) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
 }
 
 type ReceiveChunk struct {
@@ -330,11 +351,14 @@ func (x *PushRequest) GetTargetAddress() string {
 }
 
 type PushReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`       // stream bytes sent
-	Base          string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`          // "" when the target was seeded in full
-	Commit        string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`      // the newest commit the target now holds
-	Reseeded      bool                   `protobuf:"varint,4,opt,name=reseeded,proto3" json:"reseeded,omitempty"` // the target had diverged and was replaced
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Bytes    int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`       // stream bytes sent
+	Base     string                 `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`          // "" when the target was seeded in full
+	Commit   string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`      // the newest commit the target now holds
+	Reseeded bool                   `protobuf:"varint,4,opt,name=reseeded,proto3" json:"reseeded,omitempty"` // the target had diverged and was replaced
+	// Of bytes, those that finished an interrupted stream from where it
+	// broke instead of sending it again.
+	ResumedBytes  int64 `protobuf:"varint,5,opt,name=resumed_bytes,json=resumedBytes,proto3" json:"resumed_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +419,13 @@ func (x *PushReply) GetReseeded() bool {
 		return x.Reseeded
 	}
 	return false
+}
+
+func (x *PushReply) GetResumedBytes() int64 {
+	if x != nil {
+		return x.ResumedBytes
+	}
+	return 0
 }
 
 type Empty struct {
@@ -638,12 +669,15 @@ func (x *NameRef) GetName() string {
 }
 
 type PoolInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Available     int64                  `protobuf:"varint,4,opt,name=available,proto3" json:"available,omitempty"`
-	Zvols         bool                   `protobuf:"varint,5,opt,name=zvols,proto3" json:"zvols,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Node      string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Size      int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Available int64                  `protobuf:"varint,4,opt,name=available,proto3" json:"available,omitempty"`
+	Zvols     bool                   `protobuf:"varint,5,opt,name=zvols,proto3" json:"zvols,omitempty"`
+	// For each compression algorithm that needs a pool feature (lz4, zstd),
+	// whether this pool has it; empty when not known.
+	Compression   map[string]bool `protobuf:"bytes,6,rep,name=compression,proto3" json:"compression,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -711,6 +745,13 @@ func (x *PoolInfo) GetZvols() bool {
 		return x.Zvols
 	}
 	return false
+}
+
+func (x *PoolInfo) GetCompression() map[string]bool {
+	if x != nil {
+		return x.Compression
+	}
+	return nil
 }
 
 type Dot struct {
@@ -1265,13 +1306,15 @@ const file_zfsd_proto_rawDesc = "" +
 	"zfsd.proto\x12\x0fdotmesh.zfsd.v1\"2\n" +
 	"\bSnapshot\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04guid\x18\x02 \x01(\tR\x04guid\"G\n" +
+	"\x04guid\x18\x02 \x01(\tR\x04guid\"j\n" +
 	"\fSnapshotList\x127\n" +
-	"\tsnapshots\x18\x01 \x03(\v2\x19.dotmesh.zfsd.v1.SnapshotR\tsnapshots\"R\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x19.dotmesh.zfsd.v1.SnapshotR\tsnapshots\x12!\n" +
+	"\fresume_token\x18\x02 \x01(\tR\vresumeToken\"j\n" +
 	"\rReceiveHeader\x12\x15\n" +
 	"\x06dot_id\x18\x01 \x01(\tR\x05dotId\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
-	"\x06commit\x18\x03 \x01(\tR\x06commit\"Z\n" +
+	"\x06commit\x18\x03 \x01(\tR\x06commit\x12\x16\n" +
+	"\x06resume\x18\x04 \x01(\bR\x06resume\"Z\n" +
 	"\fReceiveChunk\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1e.dotmesh.zfsd.v1.ReceiveHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"$\n" +
@@ -1279,12 +1322,13 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"K\n" +
 	"\vPushRequest\x12\x15\n" +
 	"\x06dot_id\x18\x01 \x01(\tR\x05dotId\x12%\n" +
-	"\x0etarget_address\x18\x02 \x01(\tR\rtargetAddress\"i\n" +
+	"\x0etarget_address\x18\x02 \x01(\tR\rtargetAddress\"\x8e\x01\n" +
 	"\tPushReply\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
 	"\x06commit\x18\x03 \x01(\tR\x06commit\x12\x1a\n" +
-	"\breseeded\x18\x04 \x01(\bR\breseeded\"\a\n" +
+	"\breseeded\x18\x04 \x01(\bR\breseeded\x12#\n" +
+	"\rresumed_bytes\x18\x05 \x01(\x03R\fresumedBytes\"\a\n" +
 	"\x05Empty\"\r\n" +
 	"\vInfoRequest\"\r\n" +
 	"\vListRequest\"\x18\n" +
@@ -1293,13 +1337,17 @@ const file_zfsd_proto_rawDesc = "" +
 	"\tCommitRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1d\n" +
 	"\aNameRef\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"z\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x88\x02\n" +
 	"\bPoolInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1c\n" +
 	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12\x14\n" +
-	"\x05zvols\x18\x05 \x01(\bR\x05zvols\"\xde\x02\n" +
+	"\x05zvols\x18\x05 \x01(\bR\x05zvols\x12L\n" +
+	"\vcompression\x18\x06 \x03(\v2*.dotmesh.zfsd.v1.PoolInfo.CompressionEntryR\vcompression\x1a>\n" +
+	"\x10CompressionEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"\xde\x02\n" +
 	"\x03Dot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -1390,7 +1438,7 @@ func file_zfsd_proto_rawDescGZIP() []byte {
 	return file_zfsd_proto_rawDescData
 }
 
-var file_zfsd_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_zfsd_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_zfsd_proto_goTypes = []any{
 	(*Snapshot)(nil),      // 0: dotmesh.zfsd.v1.Snapshot
 	(*SnapshotList)(nil),  // 1: dotmesh.zfsd.v1.SnapshotList
@@ -1414,61 +1462,63 @@ var file_zfsd_proto_goTypes = []any{
 	(*CommitList)(nil),    // 19: dotmesh.zfsd.v1.CommitList
 	(*CommitRequest)(nil), // 20: dotmesh.zfsd.v1.CommitRequest
 	(*MountReply)(nil),    // 21: dotmesh.zfsd.v1.MountReply
-	nil,                   // 22: dotmesh.zfsd.v1.Dot.ParamsEntry
-	nil,                   // 23: dotmesh.zfsd.v1.DotSpec.ParamsEntry
-	nil,                   // 24: dotmesh.zfsd.v1.DotSpec.PropsEntry
+	nil,                   // 22: dotmesh.zfsd.v1.PoolInfo.CompressionEntry
+	nil,                   // 23: dotmesh.zfsd.v1.Dot.ParamsEntry
+	nil,                   // 24: dotmesh.zfsd.v1.DotSpec.ParamsEntry
+	nil,                   // 25: dotmesh.zfsd.v1.DotSpec.PropsEntry
 }
 var file_zfsd_proto_depIdxs = []int32{
 	0,  // 0: dotmesh.zfsd.v1.SnapshotList.snapshots:type_name -> dotmesh.zfsd.v1.Snapshot
 	2,  // 1: dotmesh.zfsd.v1.ReceiveChunk.header:type_name -> dotmesh.zfsd.v1.ReceiveHeader
-	22, // 2: dotmesh.zfsd.v1.Dot.params:type_name -> dotmesh.zfsd.v1.Dot.ParamsEntry
-	14, // 3: dotmesh.zfsd.v1.DotList.dots:type_name -> dotmesh.zfsd.v1.Dot
-	23, // 4: dotmesh.zfsd.v1.DotSpec.params:type_name -> dotmesh.zfsd.v1.DotSpec.ParamsEntry
-	24, // 5: dotmesh.zfsd.v1.DotSpec.props:type_name -> dotmesh.zfsd.v1.DotSpec.PropsEntry
-	18, // 6: dotmesh.zfsd.v1.CommitList.commits:type_name -> dotmesh.zfsd.v1.Commit
-	8,  // 7: dotmesh.zfsd.v1.Zfsd.Info:input_type -> dotmesh.zfsd.v1.InfoRequest
-	9,  // 8: dotmesh.zfsd.v1.Zfsd.ListDots:input_type -> dotmesh.zfsd.v1.ListRequest
-	10, // 9: dotmesh.zfsd.v1.Zfsd.GetDot:input_type -> dotmesh.zfsd.v1.DotRef
-	12, // 10: dotmesh.zfsd.v1.Zfsd.GetDotByName:input_type -> dotmesh.zfsd.v1.NameRef
-	16, // 11: dotmesh.zfsd.v1.Zfsd.CreateDot:input_type -> dotmesh.zfsd.v1.DotSpec
-	10, // 12: dotmesh.zfsd.v1.Zfsd.DeleteDot:input_type -> dotmesh.zfsd.v1.DotRef
-	17, // 13: dotmesh.zfsd.v1.Zfsd.ResizeDot:input_type -> dotmesh.zfsd.v1.ResizeRequest
-	9,  // 14: dotmesh.zfsd.v1.Zfsd.ListCommits:input_type -> dotmesh.zfsd.v1.ListRequest
-	11, // 15: dotmesh.zfsd.v1.Zfsd.GetCommit:input_type -> dotmesh.zfsd.v1.CommitRef
-	12, // 16: dotmesh.zfsd.v1.Zfsd.GetCommitByName:input_type -> dotmesh.zfsd.v1.NameRef
-	20, // 17: dotmesh.zfsd.v1.Zfsd.CreateCommit:input_type -> dotmesh.zfsd.v1.CommitRequest
-	11, // 18: dotmesh.zfsd.v1.Zfsd.DeleteCommit:input_type -> dotmesh.zfsd.v1.CommitRef
-	10, // 19: dotmesh.zfsd.v1.Zfsd.MountDot:input_type -> dotmesh.zfsd.v1.DotRef
-	10, // 20: dotmesh.zfsd.v1.Zfsd.UnmountDot:input_type -> dotmesh.zfsd.v1.DotRef
-	10, // 21: dotmesh.zfsd.v1.Zfsd.Snapshots:input_type -> dotmesh.zfsd.v1.DotRef
-	3,  // 22: dotmesh.zfsd.v1.Zfsd.Receive:input_type -> dotmesh.zfsd.v1.ReceiveChunk
-	5,  // 23: dotmesh.zfsd.v1.Zfsd.Push:input_type -> dotmesh.zfsd.v1.PushRequest
-	5,  // 24: dotmesh.zfsd.v1.Zfsd.Handoff:input_type -> dotmesh.zfsd.v1.PushRequest
-	10, // 25: dotmesh.zfsd.v1.Zfsd.DropCopy:input_type -> dotmesh.zfsd.v1.DotRef
-	13, // 26: dotmesh.zfsd.v1.Zfsd.Info:output_type -> dotmesh.zfsd.v1.PoolInfo
-	15, // 27: dotmesh.zfsd.v1.Zfsd.ListDots:output_type -> dotmesh.zfsd.v1.DotList
-	14, // 28: dotmesh.zfsd.v1.Zfsd.GetDot:output_type -> dotmesh.zfsd.v1.Dot
-	14, // 29: dotmesh.zfsd.v1.Zfsd.GetDotByName:output_type -> dotmesh.zfsd.v1.Dot
-	14, // 30: dotmesh.zfsd.v1.Zfsd.CreateDot:output_type -> dotmesh.zfsd.v1.Dot
-	7,  // 31: dotmesh.zfsd.v1.Zfsd.DeleteDot:output_type -> dotmesh.zfsd.v1.Empty
-	14, // 32: dotmesh.zfsd.v1.Zfsd.ResizeDot:output_type -> dotmesh.zfsd.v1.Dot
-	19, // 33: dotmesh.zfsd.v1.Zfsd.ListCommits:output_type -> dotmesh.zfsd.v1.CommitList
-	18, // 34: dotmesh.zfsd.v1.Zfsd.GetCommit:output_type -> dotmesh.zfsd.v1.Commit
-	18, // 35: dotmesh.zfsd.v1.Zfsd.GetCommitByName:output_type -> dotmesh.zfsd.v1.Commit
-	18, // 36: dotmesh.zfsd.v1.Zfsd.CreateCommit:output_type -> dotmesh.zfsd.v1.Commit
-	7,  // 37: dotmesh.zfsd.v1.Zfsd.DeleteCommit:output_type -> dotmesh.zfsd.v1.Empty
-	21, // 38: dotmesh.zfsd.v1.Zfsd.MountDot:output_type -> dotmesh.zfsd.v1.MountReply
-	7,  // 39: dotmesh.zfsd.v1.Zfsd.UnmountDot:output_type -> dotmesh.zfsd.v1.Empty
-	1,  // 40: dotmesh.zfsd.v1.Zfsd.Snapshots:output_type -> dotmesh.zfsd.v1.SnapshotList
-	4,  // 41: dotmesh.zfsd.v1.Zfsd.Receive:output_type -> dotmesh.zfsd.v1.ReceiveReply
-	6,  // 42: dotmesh.zfsd.v1.Zfsd.Push:output_type -> dotmesh.zfsd.v1.PushReply
-	6,  // 43: dotmesh.zfsd.v1.Zfsd.Handoff:output_type -> dotmesh.zfsd.v1.PushReply
-	7,  // 44: dotmesh.zfsd.v1.Zfsd.DropCopy:output_type -> dotmesh.zfsd.v1.Empty
-	26, // [26:45] is the sub-list for method output_type
-	7,  // [7:26] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	22, // 2: dotmesh.zfsd.v1.PoolInfo.compression:type_name -> dotmesh.zfsd.v1.PoolInfo.CompressionEntry
+	23, // 3: dotmesh.zfsd.v1.Dot.params:type_name -> dotmesh.zfsd.v1.Dot.ParamsEntry
+	14, // 4: dotmesh.zfsd.v1.DotList.dots:type_name -> dotmesh.zfsd.v1.Dot
+	24, // 5: dotmesh.zfsd.v1.DotSpec.params:type_name -> dotmesh.zfsd.v1.DotSpec.ParamsEntry
+	25, // 6: dotmesh.zfsd.v1.DotSpec.props:type_name -> dotmesh.zfsd.v1.DotSpec.PropsEntry
+	18, // 7: dotmesh.zfsd.v1.CommitList.commits:type_name -> dotmesh.zfsd.v1.Commit
+	8,  // 8: dotmesh.zfsd.v1.Zfsd.Info:input_type -> dotmesh.zfsd.v1.InfoRequest
+	9,  // 9: dotmesh.zfsd.v1.Zfsd.ListDots:input_type -> dotmesh.zfsd.v1.ListRequest
+	10, // 10: dotmesh.zfsd.v1.Zfsd.GetDot:input_type -> dotmesh.zfsd.v1.DotRef
+	12, // 11: dotmesh.zfsd.v1.Zfsd.GetDotByName:input_type -> dotmesh.zfsd.v1.NameRef
+	16, // 12: dotmesh.zfsd.v1.Zfsd.CreateDot:input_type -> dotmesh.zfsd.v1.DotSpec
+	10, // 13: dotmesh.zfsd.v1.Zfsd.DeleteDot:input_type -> dotmesh.zfsd.v1.DotRef
+	17, // 14: dotmesh.zfsd.v1.Zfsd.ResizeDot:input_type -> dotmesh.zfsd.v1.ResizeRequest
+	9,  // 15: dotmesh.zfsd.v1.Zfsd.ListCommits:input_type -> dotmesh.zfsd.v1.ListRequest
+	11, // 16: dotmesh.zfsd.v1.Zfsd.GetCommit:input_type -> dotmesh.zfsd.v1.CommitRef
+	12, // 17: dotmesh.zfsd.v1.Zfsd.GetCommitByName:input_type -> dotmesh.zfsd.v1.NameRef
+	20, // 18: dotmesh.zfsd.v1.Zfsd.CreateCommit:input_type -> dotmesh.zfsd.v1.CommitRequest
+	11, // 19: dotmesh.zfsd.v1.Zfsd.DeleteCommit:input_type -> dotmesh.zfsd.v1.CommitRef
+	10, // 20: dotmesh.zfsd.v1.Zfsd.MountDot:input_type -> dotmesh.zfsd.v1.DotRef
+	10, // 21: dotmesh.zfsd.v1.Zfsd.UnmountDot:input_type -> dotmesh.zfsd.v1.DotRef
+	10, // 22: dotmesh.zfsd.v1.Zfsd.Snapshots:input_type -> dotmesh.zfsd.v1.DotRef
+	3,  // 23: dotmesh.zfsd.v1.Zfsd.Receive:input_type -> dotmesh.zfsd.v1.ReceiveChunk
+	5,  // 24: dotmesh.zfsd.v1.Zfsd.Push:input_type -> dotmesh.zfsd.v1.PushRequest
+	5,  // 25: dotmesh.zfsd.v1.Zfsd.Handoff:input_type -> dotmesh.zfsd.v1.PushRequest
+	10, // 26: dotmesh.zfsd.v1.Zfsd.DropCopy:input_type -> dotmesh.zfsd.v1.DotRef
+	13, // 27: dotmesh.zfsd.v1.Zfsd.Info:output_type -> dotmesh.zfsd.v1.PoolInfo
+	15, // 28: dotmesh.zfsd.v1.Zfsd.ListDots:output_type -> dotmesh.zfsd.v1.DotList
+	14, // 29: dotmesh.zfsd.v1.Zfsd.GetDot:output_type -> dotmesh.zfsd.v1.Dot
+	14, // 30: dotmesh.zfsd.v1.Zfsd.GetDotByName:output_type -> dotmesh.zfsd.v1.Dot
+	14, // 31: dotmesh.zfsd.v1.Zfsd.CreateDot:output_type -> dotmesh.zfsd.v1.Dot
+	7,  // 32: dotmesh.zfsd.v1.Zfsd.DeleteDot:output_type -> dotmesh.zfsd.v1.Empty
+	14, // 33: dotmesh.zfsd.v1.Zfsd.ResizeDot:output_type -> dotmesh.zfsd.v1.Dot
+	19, // 34: dotmesh.zfsd.v1.Zfsd.ListCommits:output_type -> dotmesh.zfsd.v1.CommitList
+	18, // 35: dotmesh.zfsd.v1.Zfsd.GetCommit:output_type -> dotmesh.zfsd.v1.Commit
+	18, // 36: dotmesh.zfsd.v1.Zfsd.GetCommitByName:output_type -> dotmesh.zfsd.v1.Commit
+	18, // 37: dotmesh.zfsd.v1.Zfsd.CreateCommit:output_type -> dotmesh.zfsd.v1.Commit
+	7,  // 38: dotmesh.zfsd.v1.Zfsd.DeleteCommit:output_type -> dotmesh.zfsd.v1.Empty
+	21, // 39: dotmesh.zfsd.v1.Zfsd.MountDot:output_type -> dotmesh.zfsd.v1.MountReply
+	7,  // 40: dotmesh.zfsd.v1.Zfsd.UnmountDot:output_type -> dotmesh.zfsd.v1.Empty
+	1,  // 41: dotmesh.zfsd.v1.Zfsd.Snapshots:output_type -> dotmesh.zfsd.v1.SnapshotList
+	4,  // 42: dotmesh.zfsd.v1.Zfsd.Receive:output_type -> dotmesh.zfsd.v1.ReceiveReply
+	6,  // 43: dotmesh.zfsd.v1.Zfsd.Push:output_type -> dotmesh.zfsd.v1.PushReply
+	6,  // 44: dotmesh.zfsd.v1.Zfsd.Handoff:output_type -> dotmesh.zfsd.v1.PushReply
+	7,  // 45: dotmesh.zfsd.v1.Zfsd.DropCopy:output_type -> dotmesh.zfsd.v1.Empty
+	27, // [27:46] is the sub-list for method output_type
+	8,  // [8:27] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_zfsd_proto_init() }
@@ -1482,7 +1532,7 @@ func file_zfsd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_zfsd_proto_rawDesc), len(file_zfsd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,7 +31,8 @@ func (c *Client) Info(ctx context.Context) (zfsd.PoolInfo, error) {
 	if err != nil {
 		return zfsd.PoolInfo{}, errcode.FromStatus(err)
 	}
-	return zfsd.PoolInfo{Name: r.GetName(), Node: r.GetNode(), Size: r.GetSize(), Available: r.GetAvailable(), Zvols: r.GetZvols()}, nil
+	return zfsd.PoolInfo{Name: r.GetName(), Node: r.GetNode(), Size: r.GetSize(), Available: r.GetAvailable(), Zvols: r.GetZvols(),
+		Compression: r.GetCompression()}, nil
 }
 
 func (c *Client) ListDots(ctx context.Context) ([]zfsd.Dot, error) {
@@ -131,6 +132,13 @@ func (c *Client) Snapshots(ctx context.Context, id string) ([]*api.Snapshot, err
 		return nil, errcode.FromStatus(err)
 	}
 	return r.GetSnapshots(), nil
+}
+
+// SnapshotList lists a dot's snapshots on the remote pool, with the resume
+// token an interrupted stream into it left there.
+func (c *Client) SnapshotList(ctx context.Context, id string) (*api.SnapshotList, error) {
+	r, err := c.c.Snapshots(ctx, &api.DotRef{Id: id})
+	return r, errcode.FromStatus(err)
 }
 
 // DropCopy destroys the remote pool's copy of a dot.

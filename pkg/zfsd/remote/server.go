@@ -27,7 +27,7 @@ func (s *Server) Info(ctx context.Context, _ *api.InfoRequest) (*api.PoolInfo, e
 	if err != nil {
 		return nil, errcode.ToStatus(err)
 	}
-	return &api.PoolInfo{Name: i.Name, Node: i.Node, Size: i.Size, Available: i.Available, Zvols: i.Zvols}, nil
+	return &api.PoolInfo{Name: i.Name, Node: i.Node, Size: i.Size, Available: i.Available, Zvols: i.Zvols, Compression: i.Compression}, nil
 }
 
 func (s *Server) ListDots(ctx context.Context, _ *api.ListRequest) (*api.DotList, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -25,7 +26,13 @@ func (s *Server) Snapshots(ctx context.Context, r *api.DotRef) (*api.SnapshotLis
 	if err != nil {
 		return nil, errcode.ToStatus(err)
 	}
-	out := &api.SnapshotList{}
+	// The sender asks for the snapshots to find where to send from; an
+	// interrupted stream's token tells it to resume that first.
+	tok, err := s.pool.ResumeToken(ctx, r.GetId())
+	if err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	out := &api.SnapshotList{ResumeToken: tok}
 	for _, sn := range snaps {
 		out.Snapshots = append(out.Snapshots, &api.Snapshot{Name: sn.Name, Guid: sn.GUID})
 	}
@@ -74,12 +81,16 @@ func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
 			data = m.GetData()
 		}
 	}()
-	err = s.pool.Receive(stream.Context(), h.GetDotId(), pr)
+	if h.GetResume() {
+		err = s.pool.ReceiveResume(stream.Context(), h.GetDotId(), pr)
+	} else {
+		err = s.pool.Receive(stream.Context(), h.GetDotId(), pr)
+	}
 	pr.CloseWithError(errors.New("receiver done"))
 	if err != nil {
 		return errcode.ToStatus(err)
 	}
-	klog.InfoS("received", "dot", h.GetDotId(), "base", h.GetBase(), "commit", h.GetCommit(), "bytes", n)
+	klog.InfoS("received", "dot", h.GetDotId(), "base", h.GetBase(), "commit", h.GetCommit(), "resume", h.GetResume(), "bytes", n)
 	return stream.SendAndClose(&api.ReceiveReply{Bytes: n})
 }
 
@@ -142,13 +153,27 @@ func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	theirs, err := peer.Snapshots(ctx, id)
+	theirs, err := peer.SnapshotList(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	newest := mine[len(mine)-1].Name
-	base, diverged := commonBase(mine, theirs)
 	reply := &api.PushReply{Commit: newest}
+	if tok := theirs.GetResumeToken(); tok != "" {
+		n, ok, err := s.resume(ctx, peer, id, tok, r.GetTargetAddress())
+		reply.Bytes, reply.ResumedBytes = n, n
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			// The resumed stream ended at a commit the target now holds;
+			// what comes after it goes as usual.
+			if theirs, err = peer.SnapshotList(ctx, id); err != nil {
+				return nil, err
+			}
+		}
+	}
+	base, diverged := commonBase(mine, theirs.GetSnapshots())
 	if diverged {
 		klog.InfoS("replica diverged; re-seeding it", "dot", id, "target", r.GetTargetAddress())
 		if err := peer.DropCopy(ctx, id); err != nil {
@@ -160,24 +185,61 @@ func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 		return reply, nil
 	}
 	reply.Base = base
-	stream, err := peer.c.Receive(ctx)
+	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Base: base, Commit: newest}, r.GetTargetAddress(),
+		func(w io.Writer) (int64, error) { return s.pool.Send(ctx, id, base, newest, w) })
+	reply.Bytes += n
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "opening a stream to %s: %v", r.GetTargetAddress(), err)
-	}
-	if err := stream.Send(&api.ReceiveChunk{Header: &api.ReceiveHeader{DotId: id, Base: base, Commit: newest}}); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "stream to %s: %v", r.GetTargetAddress(), err)
-	}
-	n, sendErr := s.pool.Send(ctx, id, base, newest, &chunkWriter{stream: stream, dot: id, start: time.Now(), next: progressEvery})
-	if sendErr != nil {
-		_ = stream.CloseSend()
-		return nil, errcode.ToStatus(sendErr)
-	}
-	if _, err := stream.CloseAndRecv(); err != nil {
 		return nil, err
 	}
-	reply.Bytes = n
 	klog.InfoS("pushed", "dot", id, "target", r.GetTargetAddress(), "base", base, "commit", newest, "bytes", n)
 	return reply, nil
+}
+
+// resume finishes the stream an earlier push left half-received on the
+// target, from where it broke, and reports whether it did. A token this
+// pool cannot resume (its snapshots are gone, or another pool sent it) is
+// not an error: the caller sends afresh, and the target discards the
+// partial state before receiving that.
+func (s *Server) resume(ctx context.Context, peer *Client, id, token, target string) (int64, bool, error) {
+	info, err := s.pool.ResumeInfo(ctx, id, token)
+	if err != nil {
+		klog.InfoS("cannot resume the interrupted stream; sending afresh", "dot", id, "target", target, "reason", err)
+		return 0, false, nil
+	}
+	_, commit, _ := strings.Cut(info.ToName, "@")
+	klog.InfoS("resuming an interrupted stream", "dot", id, "target", target, "commit", commit, "bytesReceived", info.Bytes)
+	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Commit: commit, Resume: true}, target,
+		func(w io.Writer) (int64, error) { return s.pool.SendResume(ctx, id, token, w) })
+	if err != nil {
+		return n, false, err
+	}
+	klog.InfoS("resumed", "dot", id, "target", target, "commit", commit, "bytes", n, "bytesBefore", info.Bytes)
+	return n, true, nil
+}
+
+// stream opens a Receive stream to peer, sends the header and then what
+// send writes, and waits for the receiver's verdict.
+func (s *Server) stream(ctx context.Context, peer *Client, h *api.ReceiveHeader, target string, send func(io.Writer) (int64, error)) (int64, error) {
+	stream, err := peer.c.Receive(ctx)
+	if err != nil {
+		return 0, status.Errorf(codes.Unavailable, "opening a stream to %s: %v", target, err)
+	}
+	if err := stream.Send(&api.ReceiveChunk{Header: h}); err != nil {
+		return 0, status.Errorf(codes.Unavailable, "stream to %s: %v", target, err)
+	}
+	n, sendErr := send(&chunkWriter{stream: stream, dot: h.GetDotId(), start: time.Now(), next: progressEvery})
+	if sendErr != nil {
+		// The receiver's own account of the break says more than the
+		// broken pipe the sender saw.
+		if _, rerr := stream.CloseAndRecv(); rerr != nil {
+			return n, fmt.Errorf("stream of dot %s to %s broke after %d bytes: %w (receiver: %v)", h.GetDotId(), target, n, errcode.ToStatus(sendErr), rerr)
+		}
+		return n, errcode.ToStatus(sendErr)
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 // commonBase finds the newest snapshot both sides hold (same name and GUID).
