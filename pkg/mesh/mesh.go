@@ -122,6 +122,17 @@ func (s *Store) record(ctx context.Context, id string) (cluster.Dot, error) {
 	return d, err
 }
 
+// holder returns the record of a dot whose commits are still served: a live
+// dot, or a deleted one whose master keeps commits (a VolumeSnapshot of a
+// deleted claim), so commit calls still reach that master.
+func (s *Store) holder(ctx context.Context, id string) (cluster.Dot, error) {
+	d, err := s.cfg.View.GetDot(ctx, id)
+	if errors.Is(err, cluster.ErrNotFound) || (err == nil && d.Master == "") {
+		return cluster.Dot{}, notFound("dot", id)
+	}
+	return d, err
+}
+
 // master returns a dot's record and a client for its master's zfsd.
 func (s *Store) master(ctx context.Context, id string) (cluster.Dot, *remote.Client, error) {
 	rec, err := s.record(ctx, id)
@@ -313,6 +324,9 @@ func (s *Store) bringSource(ctx context.Context, spec zfsd.DotSpec) error {
 		srcID = dotOf(spec.FromCommit)
 	}
 	rec, err := s.record(ctx, srcID)
+	if spec.FromCommit != "" {
+		rec, err = s.holder(ctx, srcID)
+	}
 	if err != nil {
 		return err
 	}
@@ -382,9 +396,35 @@ func (s *Store) DeleteDot(ctx context.Context, id string) error {
 	return s.dropCopies(ctx, rec)
 }
 
+// masterHolds reports whether a deleted dot's master still has commits of
+// it (the dot's deletion was deferred for them). Unknown counts as yes:
+// the record then stays, and Reconcile asks again.
+func (s *Store) masterHolds(ctx context.Context, rec cluster.Dot) bool {
+	if rec.Master == "" {
+		return false
+	}
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return true
+	}
+	cs, err := c.ListCommits(ctx)
+	if err != nil {
+		return true
+	}
+	for _, x := range cs {
+		if x.DotID == rec.ID {
+			return true
+		}
+	}
+	return false
+}
+
 // dropCopies drops a deleted dot's replicas. Those on pools that do not
 // answer stay listed on a tombstone record, which Reconcile retries, so a
-// later rebuild of the view cannot bring the dot back from them.
+// later rebuild of the view cannot bring the dot back from them. While the
+// master still holds commits of the dot, the tombstone keeps naming it, so
+// deleting or branching those commits still finds them; the last commit's
+// deletion removes the record.
 func (s *Store) dropCopies(ctx context.Context, rec cluster.Dot) error {
 	var left []cluster.Replica
 	for _, r := range rec.Replicas {
@@ -397,13 +437,20 @@ func (s *Store) dropCopies(ctx context.Context, rec cluster.Dot) error {
 			left = append(left, r)
 		}
 	}
-	if len(left) == 0 {
+	holds := s.masterHolds(ctx, rec)
+	if len(left) == 0 && !holds {
 		return s.cfg.View.DeleteDot(ctx, rec.ID)
 	}
 	for {
 		cur, err := s.cfg.View.GetDot(ctx, rec.ID)
 		if err != nil {
 			return err
+		}
+		if !holds {
+			cur.Master = ""
+		}
+		if cur.Deleted && len(cur.Replicas) == len(left) {
+			return nil // a tombstone already saying this
 		}
 		cur.Deleted, cur.Replicas = true, left
 		if _, err = s.cfg.View.UpdateDot(ctx, cur); !errors.Is(err, cluster.ErrConflict) {
@@ -426,7 +473,7 @@ func (s *Store) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd.
 
 // ListCommits lists each dot's commits as its master has them.
 func (s *Store) ListCommits(ctx context.Context) ([]zfsd.Commit, error) {
-	recs, err := s.liveDots(ctx)
+	recs, err := s.cfg.View.ListDots(ctx) // with deleted dots' commits
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +506,7 @@ func (s *Store) ListCommits(ctx context.Context) ([]zfsd.Commit, error) {
 }
 
 func (s *Store) GetCommit(ctx context.Context, id string) (zfsd.Commit, error) {
-	rec, err := s.record(ctx, dotOf(id))
+	rec, err := s.holder(ctx, dotOf(id))
 	if err != nil {
 		return zfsd.Commit{}, notFound("commit", id)
 	}
@@ -511,12 +558,23 @@ func (s *Store) noteCommit(ctx context.Context, dotID, commitID string) error {
 }
 
 func (s *Store) DeleteCommit(ctx context.Context, id string) error {
-	_, c, err := s.master(ctx, dotOf(id))
+	rec, err := s.holder(ctx, dotOf(id))
 	if errors.Is(err, zfsd.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return c.DeleteCommit(ctx, id)
+	c, _, err := s.client(ctx, rec.Master)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteCommit(ctx, id); err != nil {
+		return err
+	}
+	if rec.Deleted {
+		// The dot's last commit may just have gone, taking the dot.
+		return s.dropCopies(ctx, rec)
+	}
+	return nil
 }

@@ -529,12 +529,29 @@ func TestDeletedDotIsNotRebuiltFromAnUnreachableReplica(t *testing.T) {
 	if n, err := tc.ctrl.Rebuild(ctxT(t)); err != nil || n != 0 {
 		t.Fatalf("rebuild restored %d records (%v) from a deleted dot's copy", n, err)
 	}
-	// The next reconcile pass drops the copy and the tombstone.
+	// The next reconcile pass drops the copy. The master still holds the
+	// commit c1 (a snapshot outliving its claim), so the tombstone stays and
+	// keeps naming the master for it...
 	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	tc.ctrl.Reconcile(rctx, time.Hour)
 	rcancel()
+	rec, err = tc.view.GetDot(ctxT(t), d.ID)
+	if err != nil || !rec.Deleted || rec.Master != a.pool.Name() || len(rec.Replicas) != 0 {
+		t.Fatalf("tombstone after the copy was dropped: %+v, %v; want deleted, master %s, no replicas", rec, err, a.pool.Name())
+	}
+	commits, err := tc.ctrl.ListCommits(ctxT(t))
+	if err != nil || len(commits) != 1 {
+		t.Fatalf("commits of the deleted dot: %+v, %v; want c1", commits, err)
+	}
+	// ...until that commit goes, taking the dot and the tombstone with it.
+	if err := tc.ctrl.DeleteCommit(ctxT(t), commits[0].ID); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tc.view.GetDot(ctxT(t), d.ID); !errors.Is(err, cluster.ErrNotFound) {
-		t.Fatalf("tombstone left after the copy was dropped: %v", err)
+		t.Fatalf("tombstone left after the last commit went: %v", err)
+	}
+	if dots, _ := a.pool.ListDots(ctxT(t)); len(dots) != 0 {
+		t.Fatalf("deleted dot left on its master after its last commit went: %+v", dots)
 	}
 	if dots, _ := b.pool.ListDots(ctxT(t)); len(dots) != 0 {
 		t.Fatalf("copy left on the returned pool: %+v", dots)
