@@ -176,6 +176,14 @@ func MakeShared(dir string) error {
 	if ok && m.Shared() {
 		return nil
 	}
+	if parent, found := Find(mounts, dir); !ok && found && parent.Shared() {
+		// Already below a shared mount (a Bidirectional volume in a
+		// container): mounts made here propagate as they are. A self-bind
+		// would be worse than useless: it gets a peer group of its own, and
+		// mounts another namespace makes here (zfs-fuse's daemon on the
+		// host) then land under it, hidden from this namespace.
+		return nil
+	}
 	if ok {
 		// Already a mount point (say a kubelet volume that is a slave of
 		// the host's): MS_SHARED keeps it receiving from its master too.
