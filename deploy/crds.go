@@ -7,5 +7,5 @@ import "embed"
 
 // CRDs holds the project's CustomResourceDefinitions.
 //
-//go:embed crds/*.yaml
+//go:embed base/crds/*.yaml
 var CRDs embed.FS

@@ -46,7 +46,8 @@ var version = "dev"
 
 type options struct {
 	endpoint, nodeID, dataDir, poolName, poolSize, mountRoot, hostMI, allowed, defaultSize, driverName string
-	standalone                                                                                         bool
+	standalone, exportOnExit                                                                           bool
+	hostRoot                                                                                           string
 	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                            string
 	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                            string
 	heartbeat, unreachable, failoverGrace                                                              time.Duration
@@ -81,6 +82,8 @@ func main() {
 	flag.DurationVar(&o.failoverGrace, "failover-grace", 2*time.Minute, "cluster mode: a master unreachable this long is replaced by its most up-to-date replica")
 	flag.StringVar(&o.metricsAddr, "metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
 	flag.StringVar(&o.registrationPath, "kubelet-registration-path", "", "the CSI socket's path as the kubelet sees it; when set, register with the kubelet's plugin watcher")
+	flag.StringVar(&o.hostRoot, "host-root", "", "the host's / as mounted in this container; zfs and zpool then run chrooted into it, so they are the host's own (match its kernel module)")
+	flag.BoolVar(&o.exportOnExit, "export-on-exit", true, "export the pool when this process stops; a node plugin pod sets false, so a restart leaves mounted volumes serving")
 	flag.StringVar(&o.registrationDir, "registration-dir", "/var/lib/kubelet/plugins_registry", "the kubelet's plugin watcher folder")
 	klog.InitFlags(nil)
 	flag.Parse()
@@ -110,7 +113,7 @@ func run(o options) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	pool, err := zfsd.Open(openCtx, zfs.New(zfs.ExecRunner{}, zfs.Options{}), zfsd.Config{Name: o.poolName, Dir: dir,
+	pool, err := zfsd.Open(openCtx, zfs.New(zfs.ExecRunner{Root: o.hostRoot}, zfs.Options{}), zfsd.Config{Name: o.poolName, Dir: dir,
 		HostMountinfo: o.hostMI, Size: size, MountRoot: o.mountRoot, Node: o.nodeID})
 	cancel()
 	if err != nil {
@@ -169,7 +172,12 @@ func run(o options) int {
 		peers.Close()
 	}
 	// Export only after every server has stopped: no call is using the pool.
-	if err := closePool(pool); err != nil {
+	// A plugin pod that is only restarting leaves the pool imported: export
+	// would take dots away from pods that are still running on them, and
+	// the next start adopts the imported pool.
+	if !o.exportOnExit {
+		klog.InfoS("leaving pool imported (--export-on-exit=false)", "pool", pool.Name())
+	} else if err := closePool(pool); err != nil {
 		code = 1
 	}
 	klog.Flush()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +32,12 @@ var (
 type Kube struct {
 	dyn  dynamic.Interface
 	core kubernetes.Interface
+
+	// nodeOf caches each pool's node, learnt from pool records as they pass
+	// by, so a Dot's record can name its master's node for `kubectl get
+	// dots` without a read per write.
+	mu     sync.Mutex
+	nodeOf map[string]string
 }
 
 // NewKube returns a view over the API server in cfg.
@@ -43,7 +50,7 @@ func NewKube(cfg *rest.Config) (*Kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster view: %w", err)
 	}
-	return &Kube{dyn: dyn, core: core}, nil
+	return &Kube{dyn: dyn, core: core, nodeOf: map[string]string{}}, nil
 }
 
 // EnsureCRDs creates the project's CRDs when missing and waits until the API
@@ -53,7 +60,7 @@ func EnsureCRDs(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	files, err := fs.Glob(deploy.CRDs, "crds/*.yaml")
+	files, err := fs.Glob(deploy.CRDs, "base/crds/*.yaml")
 	if err != nil {
 		return err
 	}
@@ -67,7 +74,13 @@ func EnsureCRDs(ctx context.Context, cfg *rest.Config) error {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 		_, err = dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
+		switch {
+		case err == nil, apierrors.IsAlreadyExists(err):
+		case apierrors.IsForbidden(err):
+			// Installed from deploy/, the controller has no rights on CRDs
+			// (least privilege); the wait below tells whether they are there.
+			klog.V(2).InfoS("not allowed to create CRD; expecting it installed", "crd", obj.GetName())
+		default:
 			return fmt.Errorf("creating CRD %s: %w", obj.GetName(), err)
 		}
 	}
@@ -122,6 +135,7 @@ type lossWire struct {
 
 type dotStatus struct {
 	Master       string        `json:"master"`
+	MasterNode   string        `json:"masterNode,omitempty"` // display only; see Kube.nodeOf
 	NewestCommit string        `json:"newestCommit,omitempty"`
 	Seq          int64         `json:"seq"`
 	Replicas     []replicaWire `json:"replicas"`
@@ -171,7 +185,7 @@ func poolFrom(obj *unstructured.Unstructured) (Pool, error) {
 	return Pool{Name: obj.GetName(), Node: st.Node, Address: st.Address, Size: st.Size, Available: st.Available, Zvols: st.Zvols, LastHeartbeat: st.LastHeartbeat}, nil
 }
 
-func dotObject(d Dot) (*unstructured.Unstructured, error) {
+func dotObject(d Dot, masterNode string) (*unstructured.Unstructured, error) {
 	ds := dotSpec{Name: d.Name, Capacity: d.Capacity}
 	if d.CommitInterval > 0 {
 		ds.CommitInterval = d.CommitInterval.String()
@@ -180,7 +194,7 @@ func dotObject(d Dot) (*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := dotStatus{Master: d.Master, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving, Deleted: d.Deleted}
+	st := dotStatus{Master: d.Master, MasterNode: masterNode, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving, Deleted: d.Deleted}
 	if !d.LastCommitAt.IsZero() {
 		t := d.LastCommitAt.UTC()
 		st.LastCommitAt = &t
@@ -236,7 +250,34 @@ func dotFrom(obj *unstructured.Unstructured) (Dot, error) {
 	return d, nil
 }
 
+func (k *Kube) learnNode(pool, node string) {
+	if node == "" {
+		return
+	}
+	k.mu.Lock()
+	k.nodeOf[pool] = node
+	k.mu.Unlock()
+}
+
+// masterNode is the node of pool, from the cache or else read once.
+func (k *Kube) masterNode(ctx context.Context, pool string) string {
+	if pool == "" {
+		return ""
+	}
+	k.mu.Lock()
+	node, ok := k.nodeOf[pool]
+	k.mu.Unlock()
+	if ok {
+		return node
+	}
+	if p, err := k.GetPool(ctx, pool); err == nil {
+		return p.Node
+	}
+	return ""
+}
+
 func (k *Kube) PutPool(ctx context.Context, p Pool) error {
+	k.learnNode(p.Name, p.Node)
 	obj, err := poolObject(p)
 	if err != nil {
 		return err
@@ -268,6 +309,7 @@ func (k *Kube) ListPools(ctx context.Context) ([]Pool, error) {
 		if err != nil {
 			return nil, err
 		}
+		k.learnNode(p.Name, p.Node)
 		out = append(out, p)
 	}
 	return out, nil
@@ -278,7 +320,11 @@ func (k *Kube) GetPool(ctx context.Context, name string) (Pool, error) {
 	if err != nil {
 		return Pool{}, wrapKube("pool", name, err)
 	}
-	return poolFrom(obj)
+	p, err := poolFrom(obj)
+	if err == nil {
+		k.learnNode(p.Name, p.Node)
+	}
+	return p, err
 }
 
 func (k *Kube) DeletePool(ctx context.Context, name string) error {
@@ -291,7 +337,7 @@ func (k *Kube) DeletePool(ctx context.Context, name string) error {
 
 func (k *Kube) CreateDot(ctx context.Context, d Dot) (Dot, error) {
 	d.Version = ""
-	obj, err := dotObject(d)
+	obj, err := dotObject(d, k.masterNode(ctx, d.Master))
 	if err != nil {
 		return Dot{}, err
 	}
@@ -330,7 +376,7 @@ func (k *Kube) UpdateDot(ctx context.Context, d Dot) (Dot, error) {
 	if d.Version == "" {
 		return Dot{}, fmt.Errorf("dot %s: update without a version", d.ID)
 	}
-	obj, err := dotObject(d)
+	obj, err := dotObject(d, k.masterNode(ctx, d.Master))
 	if err != nil {
 		return Dot{}, err
 	}
