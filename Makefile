@@ -7,15 +7,36 @@ CACHE := $(CURDIR)/.cache
 TOOLS := $(CACHE)/bin
 CSI_SANITY_VERSION := v5.6.0
 STATICCHECK_VERSION := v0.8.2
+VERSION ?= dev
+# The name deploy/ uses; `make image IMAGE=...` for your own registry.
+IMAGE ?= ghcr.io/dotmesh-io/dotmesh-csi:$(VERSION)
+KUBE_BINS := etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
+	csi-provisioner csi-snapshotter snapshot-controller csi-resizer
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-sanity test-upstream-sanity test-multinode test-openzfs kube-bins demo bench lint tools generate clean
+.PHONY: all build image e2e-images test test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate clean
 
 all: build
 
 build:
 	$(GO) build -o bin/dotmesh-node ./cmd/node
 	$(GO) build -o bin/dotmesh-controller ./cmd/controller
+
+# The driver's image: both static binaries and nothing else (the node
+# plugin runs the host's zfs; deploy/base/node.yaml says how), written as a
+# docker-archive tarball without a Docker engine. Load it with
+# `ctr -n k8s.io images import bin/images/dotmesh-csi.tar`, or push it with
+# any registry client.
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/static/dotmesh-node ./cmd/node
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/static/dotmesh-controller ./cmd/controller
+	$(GO) run ./hack/mkimage --tag $(IMAGE) --out bin/images/dotmesh-csi.tar \
+		--file bin/static/dotmesh-node=/dotmesh-node --file bin/static/dotmesh-controller=/dotmesh-controller \
+		--dir /tmp --entrypoint /dotmesh-node
+
+# The sidecar, pause and busybox images the e2e cluster runs.
+e2e-images: kube-bins
+	@e2e/k8s/images.sh
 
 $(TOOLS)/csi-sanity:
 	GOBIN=$(TOOLS) $(GO) install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(CSI_SANITY_VERSION)
@@ -42,19 +63,31 @@ lint: $(TOOLS)/staticcheck
 # real zfs-fuse, csi-sanity (in process, against the split binaries, and
 # against the controller of a 3-node harness cluster), the upstream
 # csi-sanity binary against the standalone driver, the multi-node
-# scenarios, and the OpenZFS tier (the same tests on the real OpenZFS module
-# in an emulated guest). etcd and kube-apiserver are built once through the Go module
-# proxy and cached in .cache/kube (about 7 minutes cold on 2 cores).
+# scenarios, the real-Kubernetes scenarios (deploy/ installed on a cluster
+# built from source), and the OpenZFS tier (the same tests on the real
+# OpenZFS module in an emulated guest). Kubernetes, etcd and the CSI
+# sidecars are built once through the Go module proxy and cached in
+# .cache/kube (about 16 minutes cold on 2 cores).
 test: build tools lint kube-bins
 	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; set -o pipefail; \
 	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... && \
 	$(MAKE) --no-print-directory test-sanity && \
 	$(MAKE) --no-print-directory test-upstream-sanity && \
 	$(MAKE) --no-print-directory test-multinode && \
+	$(MAKE) --no-print-directory e2e-k8s && \
 	$(MAKE) --no-print-directory test-openzfs
 
 kube-bins:
-	@e2e/kube/build.sh etcd kube-apiserver
+	@e2e/kube/build.sh $(KUBE_BINS)
+
+# A real single-node Kubernetes (etcd, kube-apiserver, controller-manager,
+# scheduler, containerd, kubelet) in namespaces of its own, with deploy/
+# installed through its e2e overlay; the driver runs as pods.
+e2e-k8s: image e2e-images
+	@hack/need-packages.sh zfs-fuse containerd runc containernetworking-plugins
+	@set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./e2e/k8s/ 2>&1 | tee $(CACHE)/e2e-k8s.log | \
+		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|k8s_test.go:[0-9]+: '; rc=$$?; \
+	echo "full log: $(CACHE)/e2e-k8s.log"; exit $$rc
 
 # The OpenZFS tier: the ZFS integration tests and in-process csi-sanity in an
 # emulated guest with the real OpenZFS 2.1 kernel module. The guest image is

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes and etcd binaries the e2e harnesses need, through the
-# Go module proxy, and caches them under .cache/kube/<version>/bin (ignored).
-# A cached binary is never rebuilt.
-#   e2e/kube/build.sh etcd kube-apiserver [kube-controller-manager kube-scheduler kubelet]
-# `go install` refuses k8s.io/kubernetes and etcd's server module because of
-# their replace directives, so each is built from a small wrapper module that
-# repeats the replaces against published module versions.
+# Builds the Kubernetes, etcd and CSI sidecar binaries the e2e harnesses
+# need, through the Go module proxy, and caches them as
+# .cache/kube/bin/<name>-<version> (ignored). A cached binary is never rebuilt.
+#   e2e/kube/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
+#     csi-provisioner csi-snapshotter snapshot-controller csi-resizer
+# `go install` refuses k8s.io/kubernetes, etcd's server module and the
+# sidecars because of their replace directives, so each is built from a small
+# wrapper module that repeats the replaces against published module versions.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+PROVISIONER_VERSION=v6.4.0
+SNAPSHOTTER_VERSION=v8.7.0
+RESIZER_VERSION=v2.3.0
 cache=$root/.cache/kube
 bin=$cache/bin
 mkdir -p "$bin"
@@ -56,7 +60,7 @@ kube_module() {
 			awk -v sv="$sv" '{printf "\t%s => %s %s\n", $1, $1, sv}'
 		printf ')\n'
 	} >"$w/go.mod"
-	printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n\t_ "k8s.io/kubernetes/cmd/kubelet"\n)\n' >"$w/tools.go"
+	printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n\t_ "k8s.io/kubernetes/cmd/kubelet"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$w/tools.go"
 	(cd "$w" && go mod tidy >&2)
 	echo "$w"
 }
@@ -77,10 +81,48 @@ build_kube() {
 	echo "built $c $KUBE_VERSION in $((SECONDS - s))s"
 }
 
+# build_sidecar MODULE VERSION "LOCAL=>PUBLISHED ..." "CMDS OF THE MODULE" CMD:
+# one wrapper module per sidecar module, with the module's own replaces and
+# its local-path replaces rewritten to published modules ('+' stands for the
+# space between module and version).
+build_sidecar() {
+	local m=$1 v=$2 rw=$3 cmds=$4 c=$5 name gomod s line r t
+	name=$(basename "$c")
+	[ -x "$bin/$name-$v" ] && return 0
+	local w=$cache/src/$(basename "${m%/v[0-9]*}")-$v
+	mkdir -p "$w"
+	if [ ! -f "$w/go.sum" ]; then
+		gomod=$(go mod download -json "$m@$v" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+		{
+			printf 'module dotmeshcsi/e2e/%s\n\ngo 1.26.0\n\nrequire %s %s\n\n' "$(basename "$w")" "$m" "$v"
+			awk '/^replace \(/{b=1;next} b&&/^\)/{b=0;next} b{print "replace " $0; next} /^replace /{print}' "$gomod" |
+				while read -r line; do
+					for r in $rw; do line=$(echo "$line" | sed -E "s#=> *${r%%=>*}\$#=> ${r#*=>}#; s#\+# #g"); done
+					echo "$line"
+				done
+		} >"$w/go.mod"
+		{
+			printf '//go:build tools\n\npackage tools\n\nimport (\n'
+			for t in $cmds; do printf '\t_ "%s/%s"\n' "$m" "$t"; done
+			printf ')\n'
+		} >"$w/tools.go"
+		(cd "$w" && go mod tidy >&2)
+	fi
+	s=$SECONDS
+	(cd "$w" && go build -trimpath -ldflags "-s -w -X main.version=$v" -o "$bin/$name-$v" "$m/$c")
+	echo "built $name $v in $((SECONDS - s))s"
+}
+
 for what in "$@"; do
 	case $what in
 	etcd) build_etcd ;;
-	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet) build_kube "$what" ;;
+	kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kubectl) build_kube "$what" ;;
+	csi-provisioner) build_sidecar github.com/kubernetes-csi/external-provisioner/v6 $PROVISIONER_VERSION "" cmd/csi-provisioner cmd/csi-provisioner ;;
+	csi-snapshotter | snapshot-controller)
+		build_sidecar github.com/kubernetes-csi/external-snapshotter/v8 $SNAPSHOTTER_VERSION \
+			"./client=>github.com/kubernetes-csi/external-snapshotter/client/v8+$SNAPSHOTTER_VERSION" \
+			"cmd/csi-snapshotter cmd/snapshot-controller" "cmd/$what" ;;
+	csi-resizer) build_sidecar github.com/kubernetes-csi/external-resizer/v2 $RESIZER_VERSION "" cmd/csi-resizer cmd/csi-resizer ;;
 	*) echo "unknown binary $what" >&2; exit 2 ;;
 	esac
 done

@@ -40,6 +40,10 @@ import (
 // Namespace holds the CA Secret and Events in the harness cluster.
 const Namespace = "dotmesh-system"
 
+// APIServiceIP is the "kubernetes" Service's address (the first of
+// 10.0.0.0/24), which in-cluster clients dial.
+const APIServiceIP = "10.0.0.1"
+
 // Harness is a control plane and its nodes.
 type Harness struct {
 	ID         string
@@ -51,6 +55,8 @@ type Harness struct {
 	Client     kubernetes.Interface
 	Nodes      []*Node
 	Bin        map[string]string // built project binaries by cmd name
+	Kube       bool              // nodes run containerd and a kubelet (Options.Kubernetes)
+	ca         *pki.CA
 	t          testing.TB
 }
 
@@ -58,6 +64,11 @@ type Harness struct {
 type Options struct {
 	Nodes    int
 	DiskSize int64 // each node's backing disk; default 2 GiB
+	// Kubernetes adds kube-controller-manager and kube-scheduler to the
+	// control plane, and containerd and a kubelet to every node, with the
+	// images in Images imported; the driver then runs as pods (e2e/k8s).
+	Kubernetes bool
+	Images     []string // docker-archive tarballs every node imports
 }
 
 // New starts a control plane and opts.Nodes nodes, and builds the
@@ -74,7 +85,7 @@ func New(t testing.TB, opts Options) *Harness {
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)[:5]
 	h := &Harness{ID: id, Dir: filepath.Join(os.TempDir(), "dotmesh-mn-"+id), Subnet: fmt.Sprintf("10.231.%d", b[2]), t: t,
-		Bin: map[string]string{}}
+		Bin: map[string]string{}, Kube: opts.Kubernetes}
 	if err := os.MkdirAll(h.Dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -90,10 +101,17 @@ func New(t testing.TB, opts Options) *Harness {
 	}
 	start := time.Now()
 	h.startControlPlane()
+	if h.Kube {
+		h.startKubeControllers()
+	}
 	t.Logf("control plane ready in %s", time.Since(start).Round(time.Millisecond))
 	for i := range opts.Nodes {
 		start = time.Now()
-		h.Nodes = append(h.Nodes, h.addNode(i, opts.DiskSize))
+		n := h.addNode(i, opts.DiskSize)
+		if h.Kube {
+			n.startKubelet(opts.Images)
+		}
+		h.Nodes = append(h.Nodes, n)
 		t.Logf("node%d ready in %s", i, time.Since(start).Round(time.Millisecond))
 	}
 	return h
@@ -140,6 +158,10 @@ func (h *Harness) startControlPlane() {
 	h.run(append(in, "ip", "link", "add", "br0", "type", "bridge")...)
 	h.run(append(in, "ip", "addr", "add", h.Subnet+".1/24", "dev", "br0")...)
 	h.run(append(in, "ip", "link", "set", "br0", "up")...)
+	// The API server also answers on the "kubernetes" Service's address,
+	// on its port, so in-cluster clients in pods on the node network work
+	// without kube-proxy: each node routes this one address here.
+	h.run(append(in, "ip", "addr", "add", APIServiceIP+"/32", "dev", "lo")...)
 
 	pkiDir := filepath.Join(h.Dir, "pki")
 	files := h.writePKI(pkiDir)
@@ -151,12 +173,14 @@ func (h *Harness) startControlPlane() {
 		"--initial-advertise-peer-urls=http://127.0.0.1:2380", "--initial-cluster=default=http://127.0.0.1:2380",
 		"--listen-metrics-urls=http://127.0.0.1:2381")...)
 	procs.Start(t, filepath.Join(h.Dir, "kube-apiserver.log"), "nsenter", append(in[1:2], apiserver,
-		"--etcd-servers=http://127.0.0.1:2379", "--bind-address="+h.Subnet+".1", "--secure-port=6443",
+		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=0.0.0.0", "--secure-port=443",
 		"--advertise-address="+h.Subnet+".1", "--endpoint-reconciler-type=none",
 		"--tls-cert-file="+files["apiserver.crt"], "--tls-private-key-file="+files["apiserver.key"],
 		"--client-ca-file="+files["ca.crt"], "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+files["sa.pub"], "--service-account-signing-key-file="+files["sa.key"],
-		"--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC", "--allow-privileged=true")...)
+		"--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+		"--allow-privileged=true", "--kubelet-client-certificate="+files["admin.crt"], "--kubelet-client-key="+files["admin.key"],
+		"--kubelet-preferred-address-types=InternalIP")...)
 
 	h.Kubeconfig = filepath.Join(h.Dir, "admin.kubeconfig")
 	h.writeKubeconfig(h.Kubeconfig, files)
@@ -212,6 +236,7 @@ func (h *Harness) writePKI(dir string) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.ca = ca
 	files := map[string]string{}
 	write := func(name string, data []byte) {
 		p := filepath.Join(dir, name)
@@ -221,7 +246,8 @@ func (h *Harness) writePKI(dir string) map[string]string {
 		files[name] = p
 	}
 	write("ca.crt", ca.CertPEM)
-	cert, key, err := ca.IssueFor(pkix.Name{CommonName: "kube-apiserver"}, h.Subnet+".1", "127.0.0.1", "localhost", "kubernetes", "kubernetes.default")
+	cert, key, err := ca.IssueFor(pkix.Name{CommonName: "kube-apiserver"}, h.Subnet+".1", APIServiceIP, "127.0.0.1", "localhost",
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,31 +271,36 @@ func (h *Harness) writePKI(dir string) map[string]string {
 }
 
 func (h *Harness) writeKubeconfig(path string, files map[string]string) {
-	read := func(k string) string {
+	read := func(k string) []byte {
 		b, err := os.ReadFile(files[k])
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		return string(b)
+		return b
 	}
-	enc := func(s string) string { return b64(s) }
+	h.writeKubeconfigFor(path, "admin", read("ca.crt"), read("admin.crt"), read("admin.key"))
+}
+
+// writeKubeconfigFor writes a kubeconfig for the API server's address on
+// the harness bridge, authenticating with a client certificate.
+func (h *Harness) writeKubeconfigFor(path, user string, caPEM, certPEM, keyPEM []byte) {
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: e2e
   cluster:
-    server: https://%s.1:6443
+    server: https://%s.1:443
     certificate-authority-data: %s
 users:
-- name: admin
+- name: %s
   user:
     client-certificate-data: %s
     client-key-data: %s
 contexts:
 - name: e2e
-  context: {cluster: e2e, user: admin}
+  context: {cluster: e2e, user: %s}
 current-context: e2e
-`, h.Subnet, enc(read("ca.crt")), enc(read("admin.crt")), enc(read("admin.key")))
+`, h.Subnet, b64(string(caPEM)), user, b64(string(certPEM)), b64(string(keyPEM)), user)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}

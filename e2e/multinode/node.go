@@ -28,6 +28,12 @@ type Node struct {
 	Plugin  *procs.Proc
 	h       *Harness
 	dead    bool
+
+	// Kubernetes nodes only (Options.Kubernetes).
+	Kubelet, Containerd *procs.Proc
+	containerdSock      string
+	cgroupRoot          string
+	madeDirs            []string // mount points made on the machine, removed at teardown
 }
 
 func (h *Harness) addNode(i int, diskSize int64) *Node {
@@ -216,6 +222,9 @@ func (n *Node) teardown() {
 		signal(n.Holder, syscall.SIGKILL)
 	}
 	_, _ = sh(ctx, "ip", "netns", "del", strings.TrimPrefix(n.Netns, "/run/netns/"))
+	for i := len(n.madeDirs) - 1; i >= 0; i-- {
+		_ = os.Remove(n.madeDirs[i])
+	}
 	// The loop device goes with the last reference to the disk's mount.
 	img := filepath.Join(n.Dir, "disk.img")
 	for i := 0; i < 50; i++ {
