@@ -116,11 +116,14 @@ demo: build
 
 # One run: the standalone driver against the bare zfs commands, then the
 # mesh (replication, migration, first byte after a handoff) on a 2-node
-# harness against the bare send | recv pipe between the same nodes.
+# harness against the bare send | recv pipe between the same nodes, then
+# claims on a real Kubernetes against pods without storage.
 bench: build kube-bins
 	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; set -o pipefail; \
 	$(GO) run ./hack/bench --node-bin=bin/dotmesh-node --work=$(CACHE)/bench && \
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkMesh -benchtime=1x ./e2e/multinode/ 2>&1 | grep -vE '^ *[IE][0-9]{4} |nsenter exited'
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkMesh -benchtime=1x ./e2e/multinode/ 2>&1 | grep -vE '^ *[IE][0-9]{4} |nsenter exited' && \
+	$(MAKE) --no-print-directory image e2e-images >/dev/null && \
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkKube -benchtime=1x -timeout 30m ./e2e/k8s/ 2>&1 | grep -vE '^ *[IEW][0-9]{4} |nsenter exited'
 
 clean:
 	rm -rf bin

@@ -147,7 +147,7 @@ func (e *env) eventually(what string, limit time.Duration, ok func() (bool, stri
 		if time.Now().After(deadline) {
 			e.t.Fatalf("%s: not within %s: %s", what, limit, last)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

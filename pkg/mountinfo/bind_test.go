@@ -228,7 +228,17 @@ func TestBindReadOnly(t *testing.T) {
 
 func TestMakeShared(t *testing.T) {
 	requireRoot(t)
-	dir := t.TempDir()
+	// A private mount of the test's own, so the outcome does not depend on
+	// how the machine's / propagates (private here, shared in the guest).
+	dir := filepath.Join(t.TempDir(), "root")
+	mkdirs(t, dir)
+	unmountAtCleanup(t, dir)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
 	outer := filepath.Join(dir, "outer")
 	inner := filepath.Join(outer, "inner")
 	mkdirs(t, inner)
