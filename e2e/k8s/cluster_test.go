@@ -40,10 +40,10 @@ var snapGVR = schema.GroupVersionResource{Group: "snapshot.storage.k8s.io", Vers
 type env struct {
 	t    testing.TB // the running scenario
 	root testing.TB // the whole run, which owns the cluster
-	h   *multinode.Harness
-	cs  kubernetes.Interface
-	dyn dynamic.Interface
-	ns  string
+	h    *multinode.Harness
+	cs   kubernetes.Interface
+	dyn  dynamic.Interface
+	ns   string
 }
 
 // images are what make image and make e2e-images wrote.

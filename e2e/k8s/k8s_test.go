@@ -260,4 +260,3 @@ func isReady(p *corev1.Pod) bool {
 }
 
 func strPtr(s string) *string { return &s }
-

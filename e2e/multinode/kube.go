@@ -3,8 +3,8 @@ package multinode
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
