@@ -70,7 +70,7 @@ lint: $(TOOLS)/staticcheck
 # .cache/kube (about 16 minutes cold on 2 cores).
 test: build tools lint kube-bins
 	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; set -o pipefail; \
-	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... && \
+	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... ./e2e/loopdisk/... && \
 	$(MAKE) --no-print-directory test-sanity && \
 	$(MAKE) --no-print-directory test-upstream-sanity && \
 	$(MAKE) --no-print-directory test-multinode && \
