@@ -41,7 +41,7 @@ type Driver struct {
 	// Nodes are the node IDs ControllerPublish accepts; empty means only
 	// NodeID.
 	Nodes []string
-	mu     sync.Mutex // one call at a time: this is a test double, not a fast one
+	mu    sync.Mutex // one call at a time: this is a test double, not a fast one
 }
 
 func (d *Driver) knownNode(node string) bool {
