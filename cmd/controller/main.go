@@ -79,7 +79,7 @@ func main() {
 			}
 		}()
 	}
-	d := driver.New(driver.Config{Name: *driverName, Version: version}, store)
+	d := driver.New(driver.Config{Name: *driverName, Version: version, Roaming: *zfsdAddr == ""}, store)
 	err := driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true}, m.Interceptor())})
 	klog.Flush()
 	if err != nil {

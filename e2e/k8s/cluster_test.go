@@ -62,9 +62,11 @@ func images(t testing.TB) []string {
 // install starts a one-node cluster and installs deploy/overlays/e2e, the
 // same manifests users apply, then waits until the kubelet has registered
 // the driver.
-func install(t testing.TB) *env {
+func install(t testing.TB) *env { return installNodes(t, 1) }
+
+func installNodes(t testing.TB, nodes int) *env {
 	start := time.Now()
-	h := multinode.New(t, multinode.Options{Nodes: 1, Kubernetes: true, Images: images(t)})
+	h := multinode.New(t, multinode.Options{Nodes: nodes, Kubernetes: true, Images: images(t)})
 	t.Logf("cluster up in %s", time.Since(start).Round(time.Millisecond))
 	dyn, err := dynamic.NewForConfig(h.Rest)
 	if err != nil {
@@ -89,7 +91,9 @@ func install(t testing.TB) *env {
 	e.kubectl("apply", "-k", filepath.Join(procs.Root(), "deploy", "overlays", "e2e"))
 	e.kubectl("-n", "dotmesh-system", "rollout", "status", "daemonset/dotmesh-node", "--timeout=180s")
 	e.kubectl("-n", "dotmesh-system", "rollout", "status", "deployment/dotmesh-controller", "--timeout=180s")
-	e.waitDriverRegistered(h.Nodes[0].Name, 2*time.Minute)
+	for _, n := range h.Nodes {
+		e.waitDriverRegistered(n.Name, 2*time.Minute)
+	}
 	t.Logf("driver installed and registered in %s", time.Since(start).Round(time.Millisecond))
 
 	if _, err := e.cs.CoreV1().Namespaces().Create(e.ctx(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{}); err != nil {
@@ -191,6 +195,14 @@ func (e *env) pvc(name, class, size string, source *corev1.TypedLocalObjectRefer
 // delete would let DeleteVolume run before the unmount.
 func (e *env) pod(name, claim, script string) *corev1.Pod {
 	e.t.Helper()
+	out, err := e.cs.CoreV1().Pods(e.ns).Create(e.ctx(), e.podSpec(name, claim, script), metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+func (e *env) podSpec(name, claim, script string) *corev1.Pod {
 	grace := int64(5)
 	if script == "" {
 		script = "while true; do sleep 1; done"
@@ -208,11 +220,7 @@ func (e *env) pod(name, claim, script string) *corev1.Pod {
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
 		},
 	}
-	out, err := e.cs.CoreV1().Pods(e.ns).Create(e.ctx(), p, metav1.CreateOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return p
 }
 
 func (e *env) waitRunning(name string, limit time.Duration) *corev1.Pod {

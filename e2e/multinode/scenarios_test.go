@@ -48,8 +48,13 @@ func createOn(t *testing.T, ctrl *CSI, n *Node, name string, params map[string]s
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.GetVolume().GetAccessibleTopology()[0].GetSegments()["dotmesh.io/node"]; got != n.Name {
-		t.Fatalf("placed on %s, preferred %s", got, n.Name)
+	// A dot in a cluster roams: no topology pins it, and the volume
+	// context names the pool it was made in.
+	if top := r.GetVolume().GetAccessibleTopology(); len(top) != 0 {
+		t.Fatalf("cluster dot reports topology %v; it would pin the PV to those nodes", top)
+	}
+	if got, want := r.GetVolume().GetVolumeContext()["pool"], "pool-"+n.Name; got != want {
+		t.Fatalf("placed on pool %s, preferred node %s (pool %s)", got, n.Name, want)
 	}
 	return r.GetVolume().GetVolumeId()
 }

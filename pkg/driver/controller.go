@@ -109,7 +109,7 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 			!maps.Equal(existing.Params, nonNil(req.GetParameters())) {
 			return nil, statusf(codes.AlreadyExists, "volume %q exists as %s with other arguments (capacity %d, source %q)", name, existing.ID, existing.Capacity, existing.Source)
 		}
-		return volumeResponse(existing, pools, req.GetVolumeContentSource()), nil
+		return d.volumeResponse(existing, pools, req.GetVolumeContentSource()), nil
 	} else if !errors.Is(err, zfsd.ErrNotFound) {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 	if err != nil {
 		return nil, err
 	}
-	return volumeResponse(dot, pools, req.GetVolumeContentSource()), nil
+	return d.volumeResponse(dot, pools, req.GetVolumeContentSource()), nil
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -193,16 +193,20 @@ func (d *Driver) lookupCommit(ctx context.Context, id string) (zfsd.Commit, erro
 	return d.store.GetCommit(ctx, id)
 }
 
-// volumeResponse describes a dot where its master pool is. In a cluster the
-// dot follows its pod, so the topology is where it is now, not a limit.
-func volumeResponse(dot zfsd.Dot, pools []zfsd.PoolInfo, cs *csi.VolumeContentSource) *csi.CreateVolumeResponse {
-	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId:           dot.ID,
-		CapacityBytes:      dot.Capacity,
-		ContentSource:      cs,
-		VolumeContext:      map[string]string{"pool": dot.Pool},
-		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{TopologyKey: nodeOf(pools, dot.Pool)}}},
-	}}
+// volumeResponse describes a dot. On one node its topology is that node;
+// a roaming dot has none (see Config.Roaming), and the volume context names
+// the pool it was made in.
+func (d *Driver) volumeResponse(dot zfsd.Dot, pools []zfsd.PoolInfo, cs *csi.VolumeContentSource) *csi.CreateVolumeResponse {
+	v := &csi.Volume{
+		VolumeId:      dot.ID,
+		CapacityBytes: dot.Capacity,
+		ContentSource: cs,
+		VolumeContext: map[string]string{"pool": dot.Pool},
+	}
+	if !d.cfg.Roaming {
+		v.AccessibleTopology = []*csi.Topology{{Segments: map[string]string{TopologyKey: nodeOf(pools, dot.Pool)}}}
+	}
+	return &csi.CreateVolumeResponse{Volume: v}
 }
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
@@ -294,7 +298,7 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	}
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, dot := range dots[start:end] {
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: volumeResponse(dot, pools, nil).Volume})
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: d.volumeResponse(dot, pools, nil).Volume})
 	}
 	return resp, nil
 }

@@ -36,6 +36,11 @@ type Store interface {
 	DeleteCommit(ctx context.Context, id string) error
 	MountDot(ctx context.Context, id string) (string, error)
 	UnmountDot(ctx context.Context, id string) error
+	// StageDot mounts a filesystem dot at the staging path itself, and
+	// UnstageDot undoes it: the kubelet unstages only once the staged
+	// filesystem has no other mount (see zfsd.Pool.StageDot).
+	StageDot(ctx context.Context, id, path string) error
+	UnstageDot(ctx context.Context, id, path string) error
 }
 
 // Config configures the services.
@@ -47,6 +52,11 @@ type Config struct {
 	AllowedTargetDirs []string
 	// DefaultCapacity is used when a CreateVolume asks for no size.
 	DefaultCapacity int64
+	// Roaming is cluster mode, where a dot follows its pod: any node can
+	// stage it (a handoff brings it), so CreateVolume reports no topology.
+	// Kubernetes turns reported topology into the PV's required node
+	// affinity, which would pin the pod, and so the dot, to one node.
+	Roaming bool
 }
 
 // Driver implements the CSI Identity, Controller and Node services.

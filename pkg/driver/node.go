@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -71,21 +72,25 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if block := req.GetVolumeCapability().GetBlock() != nil; block != dot.Block {
 		return nil, invalidf("volume %s is a %s volume; it cannot be staged as %s", id, kind(dot.Block), kind(block))
 	}
-	src, err := d.store.MountDot(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
 	if dot.Block {
 		// A block volume is published straight from its device; staging
 		// only makes it local (a handoff, in a cluster) and ready.
-		klog.V(2).InfoS("block volume staged", "volume", id, "device", src)
+		dev, err := d.store.MountDot(ctx, id)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		klog.V(2).InfoS("block volume staged", "volume", id, "device", dev)
 		return &csi.NodeStageVolumeResponse{}, nil
 	}
-	if err := mountinfo.Bind(src, staging, false); err != nil {
-		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
-			return nil, statusf(codes.AlreadyExists, "volume %s: staging path %s holds another mount", id, staging)
-		}
-		return nil, statusf(codes.Internal, "volume %s: staging at %s: %v", id, staging, err)
+	mounts, err := mountinfo.ReadFile(selfMountinfo)
+	if err != nil {
+		return nil, statusf(codes.Internal, "reading mounts: %v", err)
+	}
+	if m, ok := mountinfo.IsMountPoint(mounts, staging); ok && !strings.HasSuffix(m.Source, "/dots/"+id) {
+		return nil, statusf(codes.AlreadyExists, "volume %s: staging path %s holds another mount (%s)", id, staging, m.Source)
+	}
+	if err := d.store.StageDot(ctx, id, staging); err != nil {
+		return nil, toStatus(err)
 	}
 	klog.V(2).InfoS("volume staged", "volume", id, "staging", staging)
 	return &csi.NodeStageVolumeResponse{}, nil
@@ -107,39 +112,17 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 		return nil, err
 	}
 	defer rel()
-	mounts, err := mountinfo.ReadFile(selfMountinfo)
-	if err != nil {
-		return nil, statusf(codes.Internal, "reading mounts: %v", err)
+	if isDotID(id) {
+		if err := d.store.UnstageDot(ctx, id, staging); err != nil && !isNotFound(err) {
+			return nil, statusf(codes.Internal, "volume %s: unstaging %s: %v", id, staging, err)
+		}
 	}
-	m, staged := mountinfo.IsMountPoint(mounts, staging)
+	// Whatever else is left there (nothing, normally) goes too.
 	if err := mountinfo.Unmount(staging); err != nil {
 		return nil, statusf(codes.Internal, "volume %s: unstaging %s: %v", id, staging, err)
 	}
-	if staged && isDotID(id) && usersOf(m, staging) == 0 {
-		if err := d.store.UnmountDot(ctx, id); err != nil && !isNotFound(err) {
-			// The staging bind is gone; a dot left mounted only costs a
-			// busy retry on delete, so this is not the caller's failure.
-			klog.ErrorS(err, "unmounting dot after unstage", "volume", id)
-		}
-	}
 	klog.V(2).InfoS("volume unstaged", "volume", id, "staging", staging)
 	return &csi.NodeUnstageVolumeResponse{}, nil
-}
-
-// usersOf counts mounts of the same filesystem as m other than the dot's own
-// mountpoint and except (a path being removed), read fresh.
-func usersOf(m mountinfo.Mount, except string) int {
-	mounts, err := mountinfo.ReadFile(selfMountinfo)
-	if err != nil {
-		return 1 // unknown: keep the dot mounted
-	}
-	n := 0
-	for _, o := range mounts {
-		if o.Major == m.Major && o.Minor == m.Minor && o.MountPoint != except {
-			n++
-		}
-	}
-	return n - 1 // the dot's own mountpoint
 }
 
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
@@ -190,15 +173,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	mode := capability.GetAccessMode().GetMode()
 	if mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
-		// Every mount of the dot's filesystem other than its own mountpoint
-		// (which MountDot, being idempotent, names), the staging path and
-		// this target is another publication.
-		own, err := d.store.MountDot(ctx, id)
-		if err != nil {
-			return nil, toStatus(err)
-		}
+		// Every mount of the dot's filesystem other than the staging path
+		// (its only mount while staged) and this target is another
+		// publication.
 		for _, o := range mounts {
-			if o.Major == sm.Major && o.Minor == sm.Minor && o.MountPoint != staging && o.MountPoint != target && o.MountPoint != own {
+			if o.Major == sm.Major && o.Minor == sm.Minor && o.MountPoint != staging && o.MountPoint != target {
 				return nil, statusf(codes.FailedPrecondition, "volume %s is single-writer and already published at %s", id, o.MountPoint)
 			}
 		}

@@ -17,22 +17,39 @@ import (
 // current master or by failover when the master's node is gone, and mounts
 // it here. Only the master's node ever mounts a dot read-write.
 func (s *Store) MountDot(ctx context.Context, id string) (string, error) {
+	if err := s.makeLocal(ctx, id); err != nil {
+		return "", err
+	}
+	return s.cfg.Local.MountDot(ctx, id)
+}
+
+// StageDot is MountDot at the staging path (see zfsd.Pool.StageDot).
+func (s *Store) StageDot(ctx context.Context, id, path string) error {
+	if err := s.makeLocal(ctx, id); err != nil {
+		return err
+	}
+	return s.cfg.Local.StageDot(ctx, id, path)
+}
+
+// makeLocal makes this node's pool the dot's master: by handoff from a
+// live master, or by failover from one gone past the grace period.
+func (s *Store) makeLocal(ctx context.Context, id string) error {
 	if s.cfg.Local == nil {
-		return "", status.Error(codes.FailedPrecondition, "this process has no local pool to mount on")
+		return status.Error(codes.FailedPrecondition, "this process has no local pool to mount on")
 	}
 	for attempt := 0; ; attempt++ {
 		rec, err := s.record(ctx, id)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if rec.Master == s.cfg.Local.Name() {
-			return s.cfg.Local.MountDot(ctx, id)
+			return nil
 		}
 		if attempt > 0 {
-			return "", status.Errorf(codes.Aborted, "dot %s: master is now pool %s, not this node's pool %s", id, rec.Master, s.cfg.Local.Name())
+			return status.Errorf(codes.Aborted, "dot %s: master is now pool %s, not this node's pool %s", id, rec.Master, s.cfg.Local.Name())
 		}
 		if err := s.takeOver(ctx, rec); err != nil {
-			return "", err
+			return err
 		}
 	}
 }
@@ -42,6 +59,14 @@ func (s *Store) UnmountDot(ctx context.Context, id string) error {
 		return nil
 	}
 	return s.cfg.Local.UnmountDot(ctx, id)
+}
+
+// UnstageDot undoes StageDot on this node's pool.
+func (s *Store) UnstageDot(ctx context.Context, id, path string) error {
+	if s.cfg.Local == nil {
+		return nil
+	}
+	return s.cfg.Local.UnstageDot(ctx, id, path)
 }
 
 // takeOver moves the dot's master to this node's pool.

@@ -466,7 +466,7 @@ func (p *Pool) MountDot(ctx context.Context, id string) (string, error) {
 		return p.device(ctx, id)
 	}
 	if p.legacy {
-		return p.mountLegacy(ctx, d)
+		return p.mountLegacy(ctx, d, p.MountPath(id))
 	}
 	if err := p.z.Mount(ctx, p.dataset(id)); err != nil {
 		return "", fmt.Errorf("mounting dot %s on pool %s: %w", id, p.cfg.Name, err)
@@ -477,8 +477,8 @@ func (p *Pool) MountDot(ctx context.Context, id string) (string, error) {
 // mountLegacy mounts a dot at its path with `mount -t zfs`. It is
 // idempotent: the path already showing this dataset is success, so a
 // retried NodeStage does not stack a second mount.
-func (p *Pool) mountLegacy(ctx context.Context, d Dot) (string, error) {
-	ds, path := p.dataset(d.ID), p.MountPath(d.ID)
+func (p *Pool) mountLegacy(ctx context.Context, d Dot, path string) (string, error) {
+	ds := p.dataset(d.ID)
 	mounted, err := p.mountedAt(ds, path)
 	if err != nil || mounted {
 		return path, err

@@ -8,7 +8,6 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 )
 
@@ -188,26 +187,17 @@ func (p *Pool) DropCopy(ctx context.Context, dotID string) error {
 	return nil
 }
 
-// Staged reports whether a dot is in use on this node: mounted, with some
-// other mount (a staging bind) of the same filesystem.
+// Staged reports whether a dot is in use on this node: mounted anywhere but
+// its own mountpoint.
 func (p *Pool) Staged(ctx context.Context, dotID string) (bool, error) {
-	ds, err := p.z.Get(ctx, []string{p.dataset(dotID)}, false, "mounted")
-	if err != nil || len(ds) != 1 {
-		return false, err
-	}
-	if ds[0].Props["mounted"].Value != "yes" {
-		return false, nil
-	}
-	mounts, err := mountinfo.ReadFile("/proc/self/mountinfo")
+	ms, err := p.mountsOf(p.dataset(dotID))
 	if err != nil {
 		return false, err
 	}
-	own, ok := mountinfo.IsMountPoint(mounts, p.MountPath(dotID))
-	if !ok {
-		return false, nil
-	}
-	for _, m := range mounts {
-		if m.Major == own.Major && m.Minor == own.Minor && m.MountPoint != own.MountPoint {
+	// Any mount but the dot's own: a staging mount (StageDot) or a bind of
+	// one, where a pod may still be writing.
+	for _, m := range ms {
+		if m.MountPoint != p.MountPath(dotID) {
 			return true, nil
 		}
 	}

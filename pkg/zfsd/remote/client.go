@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/errcode"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -109,6 +111,16 @@ func (c *Client) MountDot(ctx context.Context, id string) (string, error) {
 func (c *Client) UnmountDot(ctx context.Context, id string) error {
 	_, err := c.c.UnmountDot(ctx, &api.DotRef{Id: id})
 	return errcode.FromStatus(err)
+}
+
+// StageDot and UnstageDot are node work, done by the node's own plugin on
+// its local pool; a controller never stages.
+func (c *Client) StageDot(context.Context, string, string) error {
+	return status.Error(codes.Unimplemented, "staging is done by the node plugin on its own pool")
+}
+
+func (c *Client) UnstageDot(context.Context, string, string) error {
+	return status.Error(codes.Unimplemented, "staging is done by the node plugin on its own pool")
 }
 
 func dotResult(d *api.Dot, err error) (zfsd.Dot, error) {
