@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -555,5 +557,33 @@ func TestDeletedDotIsNotRebuiltFromAnUnreachableReplica(t *testing.T) {
 	}
 	if dots, _ := b.pool.ListDots(ctxT(t)); len(dots) != 0 {
 		t.Fatalf("copy left on the returned pool: %+v", dots)
+	}
+}
+
+// A commit of a staged dot carries the staging path as the dot's
+// mountpoint (send -p); the replica must not keep it, or an import would
+// mount the copy at another node's kubelet path.
+func TestReplicaDoesNotKeepTheStagingPath(t *testing.T) {
+	tc := newCluster(t, 2, time.Minute)
+	a := tc.nodes[0]
+	d := tc.createDot(t, a, "2")
+	staging := filepath.Join(t.TempDir(), "globalmount")
+	if err := a.store.StageDot(ctxT(t), d.ID, staging); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.store.UnstageDot(context.Background(), d.ID, staging) })
+	writeRandom(t, filepath.Join(staging, "data"), 1<<20)
+	tc.commit(t, d.ID, "c1")
+	rec, _ := tc.view.GetDot(ctxT(t), d.ID)
+	if len(rec.Replicas) != 1 || rec.Replicas[0].Seq != 1 {
+		t.Fatalf("record %+v: want one replica at seq 1", rec)
+	}
+	ds := rec.Replicas[0].Pool + "/dots/" + d.ID
+	out, err := exec.Command("zfs", "get", "-H", "-o", "value,source", "mountpoint", ds).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), staging) || strings.Contains(string(out), "local") {
+		t.Fatalf("replica %s mountpoint %q: it kept the master's staging path", ds, strings.TrimSpace(string(out)))
 	}
 }

@@ -87,6 +87,13 @@ func (p *Pool) received(ctx context.Context, dotID string) error {
 	if err := p.z.Set(ctx, p.dataset(dotID), "atime", "off"); err != nil {
 		klog.ErrorS(err, "atime=off on replica", "dot", dotID)
 	}
+	// The stream carries properties (-p), among them the mountpoint of a
+	// dot staged on the sender: a kubelet path of that node. Left set, the
+	// next import would mount the copy there, and the copy would count as
+	// staged here.
+	if err := p.z.Inherit(ctx, p.dataset(dotID), "mountpoint"); err != nil {
+		return fmt.Errorf("dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	}
 	if err := p.SetRole(ctx, dotID, false); err != nil {
 		return err
 	}
