@@ -171,6 +171,11 @@ func (p *Pool) detachedCopy(ctx context.Context, snap, ds string, props map[stri
 	if err := p.z.Destroy(ctx, ds+"@"+snapName, false); err != nil {
 		return cleanup(err)
 	}
+	// Nor the origin's mountpoint: a staged origin's is its staging path,
+	// where the copy would otherwise be mounted on top of it.
+	if err := p.z.Inherit(ctx, ds, "mountpoint"); err != nil {
+		return cleanup(err)
+	}
 	for _, kv := range zfs.PropsFromMap(props) {
 		if kv.Name == propID {
 			continue

@@ -312,3 +312,52 @@ func TestResizeIsOnline(t *testing.T) {
 		t.Fatalf("refquota %q after resize", out)
 	}
 }
+
+// A dot is staged by mounting it at the staging path itself, and a
+// detached branch of its commit must not take that path along (the stream
+// carries the origin's mountpoint) and mount on top of it.
+func TestStagedDotAndItsDetachedBranch(t *testing.T) {
+	p, _ := zfsenv.Pool(t, 256<<20)
+	d := newDot(t, p, "staged")
+	staging := filepath.Join(t.TempDir(), "globalmount")
+	if err := p.StageDot(ctx(t), d.ID, staging); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StageDot(ctx(t), d.ID, staging); err != nil {
+		t.Fatalf("second StageDot: %v", err)
+	}
+	want := writeRandom(t, filepath.Join(staging, "data"), 2<<20)
+	if staged, err := p.Staged(ctx(t), d.ID); err != nil || !staged {
+		t.Fatalf("Staged = %v, %v while mounted at the staging path", staged, err)
+	}
+	c, err := p.CreateCommit(ctx(t), d.ID, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "branch", Capacity: 64 << 20, FromCommit: c.ID, CloneMode: zfsd.CloneDetached})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := p.MountDot(ctx(t), b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir != p.MountPath(b.ID) {
+		t.Fatalf("branch mounted at %s, want its own path %s", dir, p.MountPath(b.ID))
+	}
+	if s := sum(t, filepath.Join(dir, "data")); s != want {
+		t.Fatalf("branch data %s, want %s", s, want)
+	}
+	if s := sum(t, filepath.Join(staging, "data")); s != want {
+		t.Fatalf("staging path now shows %s, want the staged dot's %s", s, want)
+	}
+	if err := p.UnstageDot(ctx(t), d.ID, staging); err != nil {
+		t.Fatal(err)
+	}
+	if staged, err := p.Staged(ctx(t), d.ID); err != nil || staged {
+		t.Fatalf("Staged = %v, %v after UnstageDot", staged, err)
+	}
+	if err := p.UnstageDot(ctx(t), d.ID, staging); err != nil {
+		t.Fatalf("second UnstageDot: %v", err)
+	}
+}
