@@ -80,9 +80,10 @@ test: build tools lint kube-bins
 kube-bins:
 	@e2e/kube/build.sh $(KUBE_BINS)
 
-# A real single-node Kubernetes (etcd, kube-apiserver, controller-manager,
-# scheduler, containerd, kubelet) in namespaces of its own, with deploy/
-# installed through its e2e overlay; the driver runs as pods.
+# A real Kubernetes (etcd, kube-apiserver, controller-manager, scheduler,
+# and per node containerd and a kubelet) in namespaces of its own, with
+# deploy/ installed through its e2e overlay; the driver runs as pods. One
+# node for the scenarios, three for a dot following its pod.
 e2e-k8s: image e2e-images
 	@hack/need-packages.sh zfs-fuse containerd runc containernetworking-plugins
 	@set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./e2e/k8s/ 2>&1 | tee $(CACHE)/e2e-k8s.log | \
