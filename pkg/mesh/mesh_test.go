@@ -158,6 +158,17 @@ func (tc *testCluster) createDot(t *testing.T, on *node, replicas string) zfsd.D
 	return d
 }
 
+// mount stages a dot on n through the mesh (a handoff when n is not its
+// master) and returns where it is mounted.
+func (n *node) mount(t *testing.T, id string) string {
+	t.Helper()
+	dir, err := n.store.MountDot(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func (tc *testCluster) commit(t *testing.T, dot, name string) {
 	t.Helper()
 	if _, err := tc.ctrl.CreateCommit(ctxT(t), dot, name); err != nil {
@@ -174,10 +185,7 @@ func TestReplicationIsIncremental(t *testing.T) {
 	if len(rec.Replicas) != 1 || rec.Master != a.pool.Name() {
 		t.Fatalf("record %+v: want master %s and one replica", rec, a.pool.Name())
 	}
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 8<<20)
 	tc.commit(t, d.ID, "c1")
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
@@ -208,10 +216,7 @@ func TestHandoffMovesOnlyTheDiff(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
 	d := tc.createDot(t, a, "2")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 16<<20)
 	tc.commit(t, d.ID, "c1")
 	want := writeRandom(t, filepath.Join(dir, "new"), 2<<20) // not committed
@@ -227,10 +232,7 @@ func TestHandoffMovesOnlyTheDiff(t *testing.T) {
 	if err := mountinfo.Unmount(staging); err != nil {
 		t.Fatal(err)
 	}
-	bdir, err := b.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bdir := b.mount(t, d.ID)
 	if got := sum(t, filepath.Join(bdir, "new")); got != want {
 		t.Fatal("uncommitted data did not follow the dot")
 	}
@@ -296,10 +298,7 @@ func TestFailoverAfterGraceReportsLoss(t *testing.T) {
 	tc := newCluster(t, 2, grace)
 	a, b := tc.nodes[0], tc.nodes[1]
 	d := tc.createDot(t, a, "2")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 4<<20)
 	tc.commit(t, d.ID, "replicated")
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
@@ -316,7 +315,7 @@ func TestFailoverAfterGraceReportsLoss(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // past Unreachable
 	start := time.Now()
-	_, err = b.store.MountDot(ctxT(t), d.ID)
+	_, err := b.store.MountDot(ctxT(t), d.ID)
 	if status.Code(err) != codes.Unavailable || time.Since(start) > 2*time.Second {
 		t.Fatalf("staging while the master is gone: %v after %s, want a fast Unavailable", err, time.Since(start))
 	}
@@ -370,10 +369,7 @@ func TestViewIsRebuiltFromThePools(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a := tc.nodes[0]
 	d := tc.createDot(t, a, "2")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
 	tc.commit(t, d.ID, "c1")
 	tc.commit(t, d.ID, "c2")
@@ -432,10 +428,7 @@ func TestBranchOfACommitOnAnotherPool(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
 	d := tc.createDot(t, a, "1")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 2<<20)
 	c, err := tc.ctrl.CreateCommit(ctxT(t), d.ID, "c1")
 	if err != nil {
@@ -466,10 +459,7 @@ func TestDivergedReplicaIsReseeded(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
 	d := tc.createDot(t, a, "2")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
 	tc.commit(t, d.ID, "c1")
 	// The replica takes a commit of its own: it has diverged.
@@ -496,10 +486,7 @@ func TestDivergedReplicaIsReseeded(t *testing.T) {
 	if err := a.store.UnmountDot(ctxT(t), d.ID); err != nil {
 		t.Fatal(err)
 	}
-	bdir, err := b.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bdir := b.mount(t, d.ID)
 	if got := sum(t, filepath.Join(bdir, "data")); got != want {
 		t.Fatal("re-seeded replica does not hold the master's data")
 	}

@@ -118,10 +118,7 @@ func TestInterruptedReplicationResumes(t *testing.T) {
 	tc, cut := cutNodeB(t)
 	a, b := tc.nodes[0], tc.nodes[1]
 	d := tc.createDot(t, a, "2")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 64<<20)
 	if err := a.store.UnmountDot(ctxT(t), d.ID); err != nil {
 		t.Fatal(err)
@@ -192,10 +189,7 @@ func TestInterruptedHandoffResumes(t *testing.T) {
 	tc, cut := cutNodeB(t)
 	a, b := tc.nodes[0], tc.nodes[1]
 	d := tc.createDot(t, a, "1")
-	dir, err := a.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 64<<20)
 	if err := a.store.UnmountDot(ctxT(t), d.ID); err != nil {
 		t.Fatal(err)
@@ -226,10 +220,7 @@ func TestInterruptedHandoffResumes(t *testing.T) {
 	}
 
 	before := cut.received()
-	bdir, err := b.store.MountDot(ctxT(t), d.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bdir := b.mount(t, d.ID)
 	t.Cleanup(func() { _ = b.store.UnmountDot(ctxT(t), d.ID) })
 	retry := cut.received() - before
 	t.Logf("migration of a 64 MiB dot: full stream %d bytes, cut after %d, retry received %d (%.0f%%)",
