@@ -79,21 +79,7 @@ func (e *env) timePod(name, claim string) time.Duration {
 
 func (e *env) timePodSince(name, claim string, start time.Time) time.Duration {
 	e.t.Helper()
-	if claim == "" {
-		grace := int64(5)
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: &grace,
-			Containers: []corev1.Container{{Name: "c", Image: "docker.io/library/busybox:e2e", ImagePullPolicy: corev1.PullNever,
-				Command:      []string{"sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done & wait"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-		}}
-		if _, err := e.cs.CoreV1().Pods(e.ns).Create(e.ctx(), p, metav1.CreateOptions{}); err != nil {
-			e.t.Fatal(err)
-		}
-	} else {
-		e.pod(name, claim, "")
-	}
+	e.pod(name, claim, "")
 	e.waitRunning(name, 2*time.Minute)
 	took := time.Since(start)
 	e.deletePod(name)

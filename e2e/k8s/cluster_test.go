@@ -6,8 +6,10 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,17 +113,15 @@ func installNodes(t testing.TB, nodes int) *env {
 }
 
 func moduleDir(t testing.TB, modVersion string) string {
-	out, err := runCmd(context.Background(), "go", "mod", "download", "-json", modVersion)
+	out, err := exec.Command("go", "mod", "download", "-json", modVersion).Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go mod download %s: %v", modVersion, err)
 	}
-	for _, line := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == `"Dir"` {
-			return strings.Trim(strings.TrimSpace(v), `",`)
-		}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("no module folder for %s in %s (%v)", modVersion, out, err)
 	}
-	t.Fatalf("no module folder for %s in %s", modVersion, out)
-	return ""
+	return mod.Dir
 }
 
 func (e *env) ctx() context.Context {
@@ -202,6 +202,7 @@ func (e *env) pod(name, claim, script string) *corev1.Pod {
 	return out
 }
 
+// podSpec is that pod; with claim "" its /data is an emptyDir instead.
 func (e *env) podSpec(name, claim, script string) *corev1.Pod {
 	grace := int64(5)
 	if script == "" {
@@ -219,6 +220,9 @@ func (e *env) podSpec(name, claim, script string) *corev1.Pod {
 			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
 		},
+	}
+	if claim == "" {
+		p.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
 	}
 	return p
 }
