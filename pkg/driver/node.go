@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -81,13 +80,6 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		}
 		klog.V(2).InfoS("block volume staged", "volume", id, "device", dev)
 		return &csi.NodeStageVolumeResponse{}, nil
-	}
-	mounts, err := mountinfo.ReadFile(selfMountinfo)
-	if err != nil {
-		return nil, statusf(codes.Internal, "reading mounts: %v", err)
-	}
-	if m, ok := mountinfo.IsMountPoint(mounts, staging); ok && !strings.HasSuffix(m.Source, "/dots/"+id) {
-		return nil, statusf(codes.AlreadyExists, "volume %s: staging path %s holds another mount (%s)", id, staging, m.Source)
 	}
 	if err := d.store.StageDot(ctx, id, staging); err != nil {
 		return nil, toStatus(err)

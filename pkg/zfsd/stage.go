@@ -18,7 +18,8 @@ import (
 // and a dot's own mountpoint would be one for ever: the kubelet would never
 // call NodeUnstageVolume, and the dot could never leave the node. So while
 // staged, the staging path is the dot's only mount (its pods' binds come
-// and go). Idempotent: a dot already mounted at path is success.
+// and go). Idempotent: a dot already mounted at path is success; another
+// mount there is ErrAlreadyExists.
 func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 	d, err := p.GetDot(ctx, id)
 	if err != nil {
@@ -29,18 +30,19 @@ func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 	}
 	path = filepath.Clean(path)
 	ds := p.dataset(id)
+	mounts, err := mountinfo.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
+	}
+	if m, ok := mountinfo.IsMountPoint(mounts, path); ok {
+		if isMountOf(m, ds) {
+			return nil
+		}
+		return fmt.Errorf("staging dot %s on pool %s: %s holds another mount (%s %s): %w", id, p.cfg.Name, path, m.FSType, m.Source, ErrAlreadyExists)
+	}
 	if p.legacy {
 		_, err := p.mountLegacy(ctx, d, path)
 		return err
-	}
-	ms, err := p.mountsOf(ds)
-	if err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if m.MountPoint == path {
-			return nil
-		}
 	}
 	// Mounted at its own path (zfs-fuse mounts at create) or elsewhere:
 	// unmount first, since `zfs set mountpoint` on a mounted dataset
@@ -110,9 +112,15 @@ func (p *Pool) mountsOf(ds string) ([]mountinfo.Mount, error) {
 	}
 	var out []mountinfo.Mount
 	for _, m := range mounts {
-		if m.Source == ds && (m.FSType == "zfs" || m.FSType == "fuse.zfs") {
+		if isMountOf(m, ds) {
 			out = append(out, m)
 		}
 	}
 	return out, nil
+}
+
+// isMountOf reports whether m mounts dataset ds: through the kernel module
+// ("zfs") or zfs-fuse ("fuse.zfs").
+func isMountOf(m mountinfo.Mount, ds string) bool {
+	return m.Source == ds && (m.FSType == "zfs" || m.FSType == "fuse.zfs")
 }

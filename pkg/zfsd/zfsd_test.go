@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -359,5 +360,26 @@ func TestStagedDotAndItsDetachedBranch(t *testing.T) {
 	}
 	if err := p.UnstageDot(ctx(t), d.ID, staging); err != nil {
 		t.Fatalf("second UnstageDot: %v", err)
+	}
+}
+
+// A staging path that already holds another filesystem is refused, and
+// the dot is not mounted over it.
+func TestStageDotRefusesAnOccupiedPath(t *testing.T) {
+	p, _ := zfsenv.Pool(t, 256<<20)
+	d := newDot(t, p, "occupied")
+	staging := filepath.Join(t.TempDir(), "globalmount")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", staging, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(staging, 0) })
+	if err := p.StageDot(ctx(t), d.ID, staging); !errors.Is(err, zfsd.ErrAlreadyExists) {
+		t.Fatalf("staging on a tmpfs: %v, want ErrAlreadyExists", err)
+	}
+	if staged, err := p.Staged(ctx(t), d.ID); err != nil || staged {
+		t.Fatalf("Staged = %v, %v after a refused stage", staged, err)
 	}
 }
