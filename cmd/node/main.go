@@ -9,12 +9,17 @@
 //     Kubernetes API, and dots that follow their pods from node to node.
 //   - neither: one node serving CSI Node, and zfsd's API on a unix socket
 //     (--zfsd-endpoint) for a dotmesh-controller on the same host.
+//
+// In cluster mode, --pool-pods is PV-per-node mode: instead of one pool in
+// --data-dir, the node serves the pool of every pool pod the operator runs
+// on it. `dotmesh-node hold-pool` is the pool pod's own process.
 package main
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -35,6 +40,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/metrics"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/poolpods"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/registration"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -46,12 +52,12 @@ var version = "dev"
 
 type options struct {
 	endpoint, nodeID, dataDir, poolName, poolSize, mountRoot, hostMI, allowed, defaultSize, driverName string
-	standalone, exportOnExit                                                                           bool
+	standalone, exportOnExit, poolPods                                                                 bool
 	hostRoot                                                                                           string
 	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                            string
 	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                            string
 	heartbeat, unreachable, failoverGrace                                                              time.Duration
-	metricsAddr, registrationPath, registrationDir                                                     string
+	metricsAddr, registrationPath, registrationDir, kubeletDir                                         string
 }
 
 func main() {
@@ -85,7 +91,12 @@ func main() {
 	flag.StringVar(&o.hostRoot, "host-root", "", "the host's / as mounted in this container; zfs and zpool then run chrooted into it, so they are the host's own (match its kernel module)")
 	flag.BoolVar(&o.exportOnExit, "export-on-exit", true, "export the pool when this process stops; a node plugin pod sets false, so a restart leaves mounted volumes serving")
 	flag.StringVar(&o.registrationDir, "registration-dir", "/var/lib/kubelet/plugins_registry", "the kubelet's plugin watcher folder")
+	flag.BoolVar(&o.poolPods, "pool-pods", false, "cluster mode, PV-per-node: serve the pools of the operator's pool pods on this node (bound under DATA-DIR/pools) instead of a pool in --data-dir")
+	flag.StringVar(&o.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "the kubelet's root folder, at the same path here as on the host (--pool-pods)")
 	klog.InitFlags(nil)
+	if len(os.Args) > 1 && os.Args[1] == "hold-pool" {
+		os.Exit(holdPool(os.Args[2:]))
+	}
 	flag.Parse()
 	os.Exit(run(o))
 }
@@ -110,42 +121,58 @@ func run(o options) int {
 		o.poolName = DefaultPoolName(dir)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	pool, err := zfsd.Open(openCtx, zfs.New(zfs.ExecRunner{Root: o.hostRoot}, zfs.Options{}), zfsd.Config{Name: o.poolName, Dir: dir,
-		HostMountinfo: o.hostMI, Size: size, MountRoot: o.mountRoot, Node: o.nodeID})
-	cancel()
-	if err != nil {
-		klog.ErrorS(err, "opening pool", "pool", o.poolName, "dir", dir)
-		return 1
+	clustered := !o.standalone && (o.kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "")
+	if o.poolPods && !clustered {
+		klog.ErrorS(nil, "--pool-pods needs cluster mode (a kubeconfig or a pod), and not --standalone")
+		return 2
 	}
 
-	var store driver.Store = pool
-	var eps []driver.Endpoint
-	var peers *remote.Dialer
-	if !o.standalone && (o.kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "") {
-		var ms *mesh.Store
-		var zs *grpc.Server
-		ms, zs, peers, err = clusterMode(ctx, o, pool)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	zc := zfs.New(zfs.ExecRunner{Root: o.hostRoot}, zfs.Options{})
+	pools := zfsd.NewSet()
+	var store driver.Store
+	if !o.poolPods {
+		openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		pool, err := zfsd.Open(openCtx, zc, zfsd.Config{Name: o.poolName, Dir: dir,
+			HostMountinfo: o.hostMI, Size: size, MountRoot: o.mountRoot, Node: o.nodeID})
+		cancel()
 		if err != nil {
-			klog.ErrorS(err, "joining the cluster")
-			closePool(pool)
+			klog.ErrorS(err, "opening pool", "pool", o.poolName, "dir", dir)
 			return 1
 		}
-		store = ms
+		pools.Add(pool)
+		store = pool
+	}
+
+	var eps []driver.Endpoint
+	var peers *remote.Dialer
+	if clustered {
+		ms, zs, cs, dialer, err := clusterMode(ctx, o, pools)
+		if err != nil {
+			klog.ErrorS(err, "joining the cluster")
+			closePools(pools)
+			return 1
+		}
+		store, peers = ms, dialer
 		eps = append(eps, driver.Endpoint{Address: "tcp://" + o.zfsdListen, Server: zs})
 		go ms.Heartbeat(ctx, o.nodeID, o.heartbeat)
+		if o.poolPods {
+			w := poolpods.New(poolpods.Config{Client: cs, Namespace: o.namespace, Node: o.nodeID, KubeletDir: o.kubeletDir,
+				PoolsDir: filepath.Join(dir, "pools"), MountDir: filepath.Join(dir, "mnt"), Pools: pools, Fence: ms,
+				Open: func(ctx context.Context, cfg zfsd.Config) (*zfsd.Pool, error) { return zfsd.Open(ctx, zc, cfg) }})
+			go w.Run(ctx)
+		}
 	}
 	d := driver.New(driver.Config{Name: o.driverName, Version: version, NodeID: o.nodeID,
 		AllowedTargetDirs: splitList(o.allowed), DefaultCapacity: defSize}, store)
 	m := metrics.New()
-	m.WatchPools(pool.Pools)
+	m.WatchPools(pools.Pools)
 	eps = append(eps, driver.Endpoint{Address: o.endpoint, Server: driver.NewServer(d, driver.Services{Controller: o.standalone, Node: true}, m.Interceptor())})
 	if o.registrationPath != "" {
 		if err := registration.Check(o.registrationDir); err != nil {
 			klog.ErrorS(err, "kubelet plugin registration")
-			closePool(pool)
+			closePools(pools)
 			return 1
 		}
 		reg := registration.New(o.driverName, o.registrationPath)
@@ -153,17 +180,17 @@ func run(o options) int {
 	}
 	if o.metricsAddr != "" {
 		go func() {
-			if err := m.Serve(ctx, o.metricsAddr, func(c context.Context) error { _, err := pool.Info(c); return err }); err != nil {
+			if err := m.Serve(ctx, o.metricsAddr, func(c context.Context) error { _, err := pools.Pools(c); return err }); err != nil {
 				klog.ErrorS(err, "metrics endpoint")
 			}
 		}()
 	}
 	if o.zfsdEndpoint != "" {
 		zs := grpc.NewServer(remote.ServerOptions(nil)...)
-		api.RegisterZfsdServer(zs, remote.NewServer(pool, peers))
+		api.RegisterZfsdServer(zs, remote.NewServer(pools, peers))
 		eps = append(eps, driver.Endpoint{Address: o.zfsdEndpoint, Server: zs})
 	}
-	klog.InfoS("starting", "standalone", o.standalone, "node", o.nodeID, "pool", o.poolName)
+	klog.InfoS("starting", "standalone", o.standalone, "node", o.nodeID, "pool", o.poolName, "poolPods", o.poolPods)
 	code := 0
 	if err := driver.Serve(ctx, 20*time.Second, eps...); err != nil {
 		code = 1
@@ -176,8 +203,8 @@ func run(o options) int {
 	// would take dots away from pods that are still running on them, and
 	// the next start adopts the imported pool.
 	if !o.exportOnExit {
-		klog.InfoS("leaving pool imported (--export-on-exit=false)", "pool", pool.Name())
-	} else if err := closePool(pool); err != nil {
+		klog.InfoS("leaving pools imported (--export-on-exit=false)")
+	} else if err := closePools(pools); err != nil {
 		code = 1
 	}
 	klog.Flush()
@@ -186,40 +213,40 @@ func run(o options) int {
 
 // clusterMode joins the cluster: an identity from the cluster CA, zfsd's
 // API on TCP with mutual TLS, and the mesh over the Kubernetes view.
-func clusterMode(ctx context.Context, o options, pool *zfsd.Pool) (*mesh.Store, *grpc.Server, *remote.Dialer, error) {
+func clusterMode(ctx context.Context, o options, pools *zfsd.Set) (*mesh.Store, *grpc.Server, kubernetes.Interface, *remote.Dialer, error) {
 	cfg, err := cluster.RestConfig(o.kubeconfig)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	view, err := cluster.NewKube(cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	advertise, err := advertiseAddress(o.zfsdListen, o.zfsdAdvertise)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	host, _, _ := net.SplitHostPort(advertise)
 	var id *pki.Identity
 	if o.tlsCA != "" {
 		id, err = pki.LoadFiles(o.tlsCA, o.tlsCert, o.tlsKey)
 	} else {
-		cs, cerr := kubernetes.NewForConfig(cfg)
-		if cerr != nil {
-			return nil, nil, nil, cerr
-		}
 		id, err = pki.ClusterIdentity(ctx, cs, o.namespace, o.caSecret, "node:"+o.nodeID, host)
 	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("zfsd identity: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("zfsd identity: %w", err)
 	}
 	peers := remote.NewDialer(id)
 	zs := grpc.NewServer(remote.ServerOptions(id)...)
-	api.RegisterZfsdServer(zs, remote.NewServer(pool, peers))
-	ms := mesh.New(mesh.Config{View: view, Peers: peers, Local: pool, LocalAddress: advertise,
+	api.RegisterZfsdServer(zs, remote.NewServer(pools, peers))
+	ms := mesh.New(mesh.Config{View: view, Peers: peers, Local: pools, LocalAddress: advertise,
 		Unreachable: o.unreachable, FailoverGrace: o.failoverGrace})
 	klog.InfoS("cluster mode", "zfsd", advertise, "failoverGrace", o.failoverGrace)
-	return ms, zs, peers, nil
+	return ms, zs, cs, peers, nil
 }
 
 // advertiseAddress is what peers dial: the flag, or the listen address
@@ -253,14 +280,17 @@ func DefaultPoolName(dir string) string {
 	return "dotmesh-" + hex.EncodeToString(h[:4])
 }
 
-func closePool(p *zfsd.Pool) error {
+func closePools(pools *zfsd.Set) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := p.Close(ctx)
-	if err != nil {
-		klog.ErrorS(err, "pool left imported", "pool", p.Name())
+	var errs []error
+	for _, p := range pools.List() {
+		if err := p.Close(ctx); err != nil {
+			klog.ErrorS(err, "pool left imported", "pool", p.Name())
+			errs = append(errs, err)
+		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 func quantity(s string) (int64, error) {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sync"
@@ -276,26 +277,67 @@ func (k *Kube) masterNode(ctx context.Context, pool string) string {
 	return ""
 }
 
-func (k *Kube) PutPool(ctx context.Context, p Pool) error {
-	k.learnNode(p.Name, p.Node)
-	obj, err := poolObject(p)
-	if err != nil {
-		return err
-	}
+func (k *Kube) PutPool(ctx context.Context, p Pool, stale time.Duration) error {
+	return k.writePool(ctx, p.Name, func(cur Pool, exists bool) (Pool, error) {
+		if exists {
+			if err := claimable(cur, p, stale); err != nil {
+				return cur, err
+			}
+		}
+		k.learnNode(p.Name, p.Node)
+		return p, nil
+	})
+}
+
+func (k *Kube) ReleasePool(ctx context.Context, name, node string) error {
+	return k.writePool(ctx, name, func(cur Pool, exists bool) (Pool, error) {
+		if !exists || cur.Node != node {
+			return cur, errSkipWrite
+		}
+		cur.Node, cur.Address = "", ""
+		return cur, nil
+	})
+}
+
+var errSkipWrite = errors.New("nothing to write")
+
+// writePool compare-and-swaps a pool's record on its resourceVersion, so
+// two nodes claiming one pool cannot both win.
+func (k *Kube) writePool(ctx context.Context, name string, change func(cur Pool, exists bool) (Pool, error)) error {
 	res := k.dyn.Resource(poolGVR)
 	for range 5 {
-		cur, err := res.Get(ctx, p.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			_, err = res.Create(ctx, obj, metav1.CreateOptions{})
-		} else if err == nil {
-			obj.SetResourceVersion(cur.GetResourceVersion())
-			_, err = res.Update(ctx, obj, metav1.UpdateOptions{})
+		var cur Pool
+		obj, err := res.Get(ctx, name, metav1.GetOptions{})
+		exists := err == nil
+		if exists {
+			if cur, err = poolFrom(obj); err != nil {
+				return err
+			}
+		} else if !apierrors.IsNotFound(err) {
+			return wrapKube("pool", name, err)
+		}
+		next, err := change(cur, exists)
+		if errors.Is(err, errSkipWrite) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		out, err := poolObject(next)
+		if err != nil {
+			return err
+		}
+		if exists {
+			out.SetResourceVersion(obj.GetResourceVersion())
+			_, err = res.Update(ctx, out, metav1.UpdateOptions{})
+		} else {
+			_, err = res.Create(ctx, out, metav1.CreateOptions{})
 		}
 		if err == nil || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
-			return wrapKube("pool", p.Name, err)
+			return wrapKube("pool", name, err)
 		}
 	}
-	return fmt.Errorf("pool %s: %w", p.Name, ErrConflict)
+	return fmt.Errorf("pool %s: %w", name, ErrConflict)
 }
 
 func (k *Kube) ListPools(ctx context.Context) ([]Pool, error) {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"k8s.io/klog/v2"
 )
@@ -29,10 +30,23 @@ func (m *Memory) next() string {
 	return strconv.FormatInt(m.version, 10)
 }
 
-func (m *Memory) PutPool(_ context.Context, p Pool) error {
+func (m *Memory) PutPool(_ context.Context, p Pool, stale time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := claimable(m.pools[p.Name], p, stale); err != nil {
+		return err
+	}
 	m.pools[p.Name] = p
+	return nil
+}
+
+func (m *Memory) ReleasePool(_ context.Context, name, node string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := m.pools[name]; ok && p.Node == node {
+		p.Node, p.Address = "", ""
+		m.pools[name] = p
+	}
 	return nil
 }
 

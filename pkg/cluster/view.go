@@ -9,6 +9,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -20,6 +21,8 @@ var (
 	ErrConflict = errors.New("cluster view record changed concurrently")
 	// ErrExists: create of a record that exists.
 	ErrExists = errors.New("already in the cluster view")
+	// ErrHeld: a pool is imported on another node that is still heard from.
+	ErrHeld = errors.New("pool is imported on another node")
 )
 
 // Pool is one imported pool, kept fresh by its node's heartbeat.
@@ -96,8 +99,15 @@ func (d *Dot) Lag(r Replica) int64 { return d.Seq - r.Seq }
 
 // View is the cluster view.
 type View interface {
-	// PutPool creates or refreshes a pool's record (the heartbeat).
-	PutPool(ctx context.Context, p Pool) error
+	// PutPool claims a pool for p.Node, or refreshes the claim (the
+	// heartbeat). It fails with ErrHeld while another node holds the pool
+	// and was heard from within stale: this is the fence that keeps a pool
+	// imported on one node at a time, since ZFS itself (zfs-fuse above all)
+	// imports a pool file that another node still has open.
+	PutPool(ctx context.Context, p Pool, stale time.Duration) error
+	// ReleasePool records that node exported the pool, so another node may
+	// import it at once. A pool held by another node is left alone.
+	ReleasePool(ctx context.Context, name, node string) error
 	ListPools(ctx context.Context) ([]Pool, error)
 	GetPool(ctx context.Context, name string) (Pool, error)
 	DeletePool(ctx context.Context, name string) error
@@ -112,4 +122,15 @@ type View interface {
 
 	// Event records something a human should see (a failover's loss).
 	Event(ctx context.Context, dotID, reason, message string)
+}
+
+// claimable says whether p may replace the record cur: the pool is free
+// (released, or never held), already p.Node's, or its holder has not been
+// heard from within stale.
+func claimable(cur, p Pool, stale time.Duration) error {
+	if cur.Node == "" || cur.Node == p.Node || p.LastHeartbeat.Sub(cur.LastHeartbeat) >= stale {
+		return nil
+	}
+	return fmt.Errorf("pool %s: node %s heard from %s ago (a node may take it after %s): %w",
+		p.Name, cur.Node, p.LastHeartbeat.Sub(cur.LastHeartbeat).Round(time.Second), stale, ErrHeld)
 }

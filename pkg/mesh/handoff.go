@@ -11,87 +11,144 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
 
-// MountDot makes this node's pool the dot's master, by handoff from the
-// current master or by failover when the master's node is gone, and mounts
-// it here. Only the master's node ever mounts a dot read-write.
+// MountDot makes one of this node's pools the dot's master, by handoff from
+// the current master or by failover when the master's node is gone, and
+// mounts it here. Only the master's node ever mounts a dot read-write.
 func (s *Store) MountDot(ctx context.Context, id string) (string, error) {
-	if err := s.makeLocal(ctx, id); err != nil {
+	p, err := s.makeLocal(ctx, id)
+	if err != nil {
 		return "", err
 	}
-	return s.cfg.Local.MountDot(ctx, id)
+	return p.MountDot(ctx, id)
 }
 
 // StageDot is MountDot at the staging path (see zfsd.Pool.StageDot).
 func (s *Store) StageDot(ctx context.Context, id, path string) error {
-	if err := s.makeLocal(ctx, id); err != nil {
+	p, err := s.makeLocal(ctx, id)
+	if err != nil {
 		return err
 	}
-	return s.cfg.Local.StageDot(ctx, id, path)
+	return p.StageDot(ctx, id, path)
 }
 
-// makeLocal makes this node's pool the dot's master: by handoff from a
-// live master, or by failover from one gone past the grace period.
-func (s *Store) makeLocal(ctx context.Context, id string) error {
+// makeLocal makes one of this node's pools the dot's master, and returns
+// it: by handoff from a live master, or by failover from one gone past the
+// grace period.
+func (s *Store) makeLocal(ctx context.Context, id string) (*zfsd.Pool, error) {
 	if s.cfg.Local == nil {
-		return status.Error(codes.FailedPrecondition, "this process has no local pool to mount on")
+		return nil, status.Error(codes.FailedPrecondition, "this process has no local pool to mount on")
 	}
 	for attempt := 0; ; attempt++ {
 		rec, err := s.record(ctx, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if rec.Master == s.cfg.Local.Name() {
-			return nil
+		if p, ok := s.cfg.Local.Get(rec.Master); ok {
+			return p, nil
 		}
 		if attempt > 0 {
-			return status.Errorf(codes.Aborted, "dot %s: master is now pool %s, not this node's pool %s", id, rec.Master, s.cfg.Local.Name())
+			return nil, status.Errorf(codes.Aborted, "dot %s: master is now pool %s, not one of this node's pools", id, rec.Master)
 		}
-		if err := s.takeOver(ctx, rec); err != nil {
-			return err
+		target, err := s.localTarget(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.takeOver(ctx, rec, target); err != nil {
+			return nil, err
 		}
 	}
+}
+
+// localTarget picks which of this node's pools a dot moves to: the one
+// already holding the newest replica (least to send), else the one with
+// the most free space.
+func (s *Store) localTarget(ctx context.Context, rec cluster.Dot) (*zfsd.Pool, error) {
+	pools := s.cfg.Local.List()
+	if len(pools) == 1 {
+		return pools[0], nil
+	}
+	var best *zfsd.Pool
+	var bestSeq, bestFree int64 = -1, -1
+	for _, p := range pools {
+		seq := int64(-1)
+		if r, ok := rec.Replica(p.Name()); ok && r.Commit != "" {
+			seq = r.Seq
+		}
+		info, err := p.Info(ctx)
+		if err != nil {
+			klog.ErrorS(err, "skipping a local pool as handoff target", "dot", rec.ID, "pool", p.Name())
+			continue
+		}
+		if seq > bestSeq || (seq == bestSeq && info.Available > bestFree) {
+			best, bestSeq, bestFree = p, seq, info.Available
+		}
+	}
+	if best == nil {
+		return nil, status.Errorf(codes.Unavailable, "dot %s: this node serves no pool to take it on", rec.ID)
+	}
+	return best, nil
+}
+
+// localCopy is the local pool holding a copy of the dot: its master if that
+// is local, else the first local pool that has one; nil when none does.
+func (s *Store) localCopy(ctx context.Context, id string) *zfsd.Pool {
+	if s.cfg.Local == nil {
+		return nil
+	}
+	if rec, err := s.cfg.View.GetDot(ctx, id); err == nil {
+		if p, ok := s.cfg.Local.Get(rec.Master); ok {
+			return p
+		}
+	}
+	for _, p := range s.cfg.Local.List() {
+		if _, err := p.GetDot(ctx, id); err == nil {
+			return p
+		}
+	}
+	return nil
 }
 
 func (s *Store) UnmountDot(ctx context.Context, id string) error {
-	if s.cfg.Local == nil {
-		return nil
+	if p := s.localCopy(ctx, id); p != nil {
+		return p.UnmountDot(ctx, id)
 	}
-	return s.cfg.Local.UnmountDot(ctx, id)
+	return nil
 }
 
-// UnstageDot undoes StageDot on this node's pool.
+// UnstageDot undoes StageDot on the local pool that holds the dot.
 func (s *Store) UnstageDot(ctx context.Context, id, path string) error {
-	if s.cfg.Local == nil {
-		return nil
+	if p := s.localCopy(ctx, id); p != nil {
+		return p.UnstageDot(ctx, id, path)
 	}
-	return s.cfg.Local.UnstageDot(ctx, id, path)
+	return nil
 }
 
-// takeOver moves the dot's master to this node's pool.
-func (s *Store) takeOver(ctx context.Context, rec cluster.Dot) error {
+// takeOver moves the dot's master to target, one of this node's pools.
+func (s *Store) takeOver(ctx context.Context, rec cluster.Dot, target *zfsd.Pool) error {
 	master, err := s.cfg.View.GetPool(ctx, rec.Master)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "dot %s: its master pool %s is not in the cluster view: %v", rec.ID, rec.Master, err)
 	}
 	if s.alive(master) {
-		return s.handoff(ctx, rec, master)
+		return s.handoff(ctx, rec, master, target)
 	}
 	gone := s.cfg.Now().Sub(master.LastHeartbeat)
 	if gone < s.cfg.FailoverGrace {
 		return status.Errorf(codes.Unavailable, "dot %s: its master pool %s on node %s has been unreachable for %s; a replica is promoted after %s",
 			rec.ID, master.Name, master.Node, gone.Round(time.Second), s.cfg.FailoverGrace)
 	}
-	return s.failover(ctx, rec, master)
+	return s.failover(ctx, rec, master, target)
 }
 
 // handoff: the master takes a final commit of the dot (refused while the
 // dot is staged there), sends the increment since the newest commit this
 // pool holds, and the master is flipped by compare-and-swap. The old
 // master stays as a replica.
-func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Pool) error {
-	c, err := s.cfg.Peers.Client(master.Address)
+func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Pool, target *zfsd.Pool) error {
+	c, err := s.cfg.Peers.Client(master.Address, master.Name)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s: %v", rec.ID, master.Name, master.Node, err)
 	}
@@ -103,7 +160,7 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s does not answer: %v", rec.ID, master.Name, master.Node, err)
 	}
-	local := s.cfg.Local.Name()
+	local := target.Name()
 	// Claim the move first: of two nodes racing for one dot, exactly one
 	// gets the claim, and the master is never asked to hand off twice.
 	err = s.cas(ctx, rec.ID, func(d *cluster.Dot) error {
@@ -121,9 +178,9 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 	}
 	klog.V(4).InfoS("handoff: move claimed", "dot", rec.ID, "took", time.Since(t0))
 	start := time.Now()
-	reply, err := c.Handoff(ctx, rec.ID, s.cfg.LocalAddress)
+	reply, err := c.Handoff(ctx, rec.ID, s.cfg.LocalAddress, local)
 	if err == nil {
-		err = s.cfg.Local.SetRole(ctx, rec.ID, true)
+		err = target.SetRole(ctx, rec.ID, true)
 	}
 	if err != nil {
 		if cerr := s.cas(context.WithoutCancel(ctx), rec.ID, func(d *cluster.Dot) error {
@@ -158,7 +215,7 @@ func (s *Store) handoff(ctx context.Context, rec cluster.Dot, master cluster.Poo
 
 // failover promotes the most up-to-date live replica in place of a master
 // that has been gone past the grace period, and records what was lost.
-func (s *Store) failover(ctx context.Context, rec cluster.Dot, master cluster.Pool) error {
+func (s *Store) failover(ctx context.Context, rec cluster.Dot, master cluster.Pool, target *zfsd.Pool) error {
 	var best *cluster.Replica
 	for i := range rec.Replicas {
 		r := &rec.Replicas[i]
@@ -166,7 +223,7 @@ func (s *Store) failover(ctx context.Context, rec cluster.Dot, master cluster.Po
 		if err != nil || !s.alive(p) || r.Commit == "" {
 			continue
 		}
-		if best == nil || r.Seq > best.Seq || (r.Seq == best.Seq && r.Pool == s.cfg.Local.Name()) {
+		if best == nil || r.Seq > best.Seq || (r.Seq == best.Seq && r.Pool == target.Name()) {
 			best = r
 		}
 	}
@@ -197,8 +254,8 @@ func (s *Store) failover(ctx context.Context, rec cluster.Dot, master cluster.Po
 		master.Name, master.Node, s.cfg.FailoverGrace, chosen.Pool, loss.CommitsLost, chosen.Commit, chosen.Updated.UTC().Format(time.RFC3339))
 	s.cfg.View.Event(ctx, rec.ID, "FailedOver", msg)
 	klog.InfoS("failed over", "dot", rec.ID, "from", master.Name, "to", chosen.Pool, "commitsLost", loss.CommitsLost)
-	if chosen.Pool == s.cfg.Local.Name() {
-		return s.cfg.Local.SetRole(ctx, rec.ID, true)
+	if p, ok := s.cfg.Local.Get(chosen.Pool); ok {
+		return p.SetRole(ctx, rec.ID, true)
 	}
 	fresh, err := s.record(ctx, rec.ID)
 	if err != nil {
@@ -208,7 +265,7 @@ func (s *Store) failover(ctx context.Context, rec cluster.Dot, master cluster.Po
 	if err != nil {
 		return err
 	}
-	return s.handoff(ctx, fresh, p)
+	return s.handoff(ctx, fresh, p, target)
 }
 
 // errSkip, from a cas change, writes nothing and is not an error.

@@ -34,9 +34,9 @@ const (
 type Config struct {
 	View  cluster.View
 	Peers *remote.Dialer
-	// Local is this node's pool and LocalAddress its zfsd; both empty in the
-	// controller, which never mounts.
-	Local        *zfsd.Pool
+	// Local is this node's pools and LocalAddress its zfsd; both empty in
+	// the controller, which never mounts.
+	Local        *zfsd.Set
 	LocalAddress string
 	// Unreachable is how long a pool may go without a heartbeat before it
 	// counts as gone: calls that need it fail fast with Unavailable.
@@ -88,7 +88,7 @@ func (s *Store) client(ctx context.Context, pool string) (*remote.Client, cluste
 		return nil, p, status.Errorf(codes.Unavailable, "pool %s on node %s has not been heard from for %s",
 			pool, p.Node, s.cfg.Now().Sub(p.LastHeartbeat).Round(time.Second))
 	}
-	c, err := s.cfg.Peers.Client(p.Address)
+	c, err := s.cfg.Peers.Client(p.Address, p.Name)
 	if err != nil {
 		return nil, p, status.Errorf(codes.Unavailable, "pool %s on node %s: %v", pool, p.Node, err)
 	}
@@ -188,12 +188,14 @@ func (s *Store) GetDot(ctx context.Context, id string) (zfsd.Dot, error) {
 		}
 		err = status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s does not answer: %v", id, rec.Master, p.Node, err)
 	}
+	if lp := s.localCopy(ctx, id); lp != nil {
+		if d, lerr := lp.GetDot(ctx, id); lerr == nil {
+			d.Pool = rec.Master
+			return d, nil
+		}
+	}
 	if s.cfg.Local == nil {
 		return zfsd.Dot{}, err
-	}
-	if d, lerr := s.cfg.Local.GetDot(ctx, id); lerr == nil {
-		d.Pool = rec.Master
-		return d, nil
 	}
 	return zfsd.Dot{Pool: rec.Master, ID: id, Name: rec.Name, Capacity: rec.Capacity}, nil
 }
@@ -344,7 +346,7 @@ func (s *Store) bringSource(ctx context.Context, spec zfsd.DotSpec) error {
 	if err != nil {
 		return err
 	}
-	if _, err := src.Push(ctx, srcID, dst.Address); err != nil {
+	if _, err := src.Push(ctx, srcID, dst.Address, dst.Name); err != nil {
 		return err
 	}
 	return s.noteReplica(ctx, srcID, spec.Pool)

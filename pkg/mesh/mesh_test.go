@@ -34,10 +34,11 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
 
-// node is one pool served by its zfsd over TCP loopback with mutual TLS,
-// and the mesh store its node plugin would use.
+// node is a zfsd over TCP loopback with mutual TLS serving one pool (or
+// several, in PV-per-node mode), and the mesh store its node plugin would use.
 type node struct {
-	pool  *zfsd.Pool
+	pool  *zfsd.Pool   // its first pool
+	pools []*zfsd.Pool // all of them
 	addr  string
 	store *mesh.Store
 	srv   *grpc.Server
@@ -71,13 +72,29 @@ func newCluster(t *testing.T, n int, grace time.Duration) *testCluster {
 // newClusterWith is newCluster with extra server options for node i's
 // zfsd (nil for none), such as an interceptor that breaks its streams.
 func newClusterWith(t *testing.T, n int, grace time.Duration, opts func(i int) []grpc.ServerOption) *testCluster {
+	perNode := make([]int, n)
+	for i := range perNode {
+		perNode[i] = 1
+	}
+	return newClusterOf(t, perNode, grace, opts)
+}
+
+// newClusterOf makes len(perNode) nodes, node i serving perNode[i] pools.
+func newClusterOf(t *testing.T, perNode []int, grace time.Duration, opts func(i int) []grpc.ServerOption) *testCluster {
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tc := &testCluster{view: cluster.NewMemory(), ca: ca}
-	for i := range n {
-		pool, _ := zfsenv.Pool(t, 512<<20)
+	total := 0
+	for i, count := range perNode {
+		var pools []*zfsd.Pool
+		for range count {
+			p, _ := zfsenv.Pool(t, 512<<20)
+			pools = append(pools, p)
+		}
+		total += count
+		pool := pools[0]
 		id := identity(t, ca, pool.Name())
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -89,10 +106,11 @@ func newClusterWith(t *testing.T, n int, grace time.Duration, opts func(i int) [
 			so = append(so, opts(i)...)
 		}
 		srv := grpc.NewServer(so...)
-		api.RegisterZfsdServer(srv, remote.NewServer(pool, peers))
+		set := zfsd.NewSet(pools...)
+		api.RegisterZfsdServer(srv, remote.NewServer(set, peers))
 		go func() { _ = srv.Serve(l) }()
-		nd := &node{pool: pool, addr: l.Addr().String(), srv: srv}
-		nd.store = mesh.New(mesh.Config{View: tc.view, Peers: peers, Local: pool, LocalAddress: nd.addr,
+		nd := &node{pool: pool, pools: pools, addr: l.Addr().String(), srv: srv}
+		nd.store = mesh.New(mesh.Config{View: tc.view, Peers: peers, Local: set, LocalAddress: nd.addr,
 			Unreachable: time.Second, FailoverGrace: grace})
 		ctx, cancel := context.WithCancel(context.Background())
 		nd.stop = cancel
@@ -106,11 +124,11 @@ func newClusterWith(t *testing.T, n int, grace time.Duration, opts func(i int) [
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pools, _ := tc.ctrl.Pools(context.Background())
-		if len(pools) == n {
+		if len(pools) == total {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d pools alive", len(pools), n)
+			t.Fatalf("%d of %d pools alive", len(pools), total)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -356,10 +374,10 @@ func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
 			t.Errorf("%s: zfsd answered", name)
 		}
 	}
-	if _, err := remote.NewDialer(nil).Client(addr); err == nil {
+	if _, err := remote.NewDialer(nil).Client(addr, ""); err == nil {
 		t.Error("a dialer without an identity dialed TCP")
 	}
-	c, _ := remote.NewDialer(identity(t, tc.ca, "friend")).Client(addr)
+	c, _ := remote.NewDialer(identity(t, tc.ca, "friend")).Client(addr, "")
 	if _, err := c.Info(ctxT(t)); err != nil {
 		t.Fatalf("a peer with a cluster certificate was refused: %v", err)
 	}

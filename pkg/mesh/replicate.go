@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -64,7 +65,7 @@ func (s *Store) ReplicateNow(ctx context.Context, dotID string) {
 			continue
 		}
 		start := time.Now()
-		reply, err := master.Push(ctx, dotID, target.Address)
+		reply, err := master.Push(ctx, dotID, target.Address, target.Name)
 		if err != nil {
 			klog.ErrorS(err, "replication: push failed", "dot", dotID, "pool", r.Pool)
 			continue
@@ -124,16 +125,27 @@ func (s *Store) Reconcile(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Heartbeat keeps this node's pool fresh in the view until ctx ends.
+// Heartbeat keeps this node's pools fresh in the view until ctx ends.
 func (s *Store) Heartbeat(ctx context.Context, node string, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if info, err := s.cfg.Local.Info(ctx); err != nil {
-			klog.ErrorS(err, "heartbeat: pool info", "pool", s.cfg.Local.Name())
-		} else if err := s.cfg.View.PutPool(ctx, cluster.Pool{Name: info.Name, Node: node, Address: s.cfg.LocalAddress,
-			Size: info.Size, Available: info.Available, Zvols: info.Zvols, LastHeartbeat: s.cfg.Now()}); err != nil {
-			klog.ErrorS(err, "heartbeat: writing the view", "pool", info.Name)
+		for _, p := range s.cfg.Local.List() {
+			info, err := p.Info(ctx)
+			if err != nil {
+				klog.ErrorS(err, "heartbeat: pool info", "pool", p.Name())
+				continue
+			}
+			err = s.cfg.View.PutPool(ctx, cluster.Pool{Name: info.Name, Node: node, Address: s.cfg.LocalAddress,
+				Size: info.Size, Available: info.Available, Zvols: info.Zvols, LastHeartbeat: s.cfg.Now()}, s.cfg.Unreachable)
+			if errors.Is(err, cluster.ErrHeld) {
+				// Another node took the pool while this one was not heard
+				// from; serving it too would be two writers.
+				klog.ErrorS(err, "heartbeat: pool taken over by another node; no longer serving it here", "pool", p.Name())
+				s.cfg.Local.Remove(p.Name())
+			} else if err != nil {
+				klog.ErrorS(err, "heartbeat: writing the view", "pool", info.Name)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -170,4 +182,17 @@ func (s *Store) AutoCommit(ctx context.Context, tick time.Duration) {
 			}
 		}
 	}
+}
+
+// ClaimPool fences a pool for this node before it is imported here: it
+// fails with cluster.ErrHeld while another node holds the pool and is
+// still heard from.
+func (s *Store) ClaimPool(ctx context.Context, name, node string) error {
+	return s.cfg.View.PutPool(ctx, cluster.Pool{Name: name, Node: node, Address: s.cfg.LocalAddress, LastHeartbeat: s.cfg.Now()}, s.cfg.Unreachable)
+}
+
+// ReleasePool records a clean export, so another node may import the pool
+// without waiting for this node's heartbeat to go stale.
+func (s *Store) ReleasePool(ctx context.Context, name, node string) error {
+	return s.cfg.View.ReleasePool(ctx, name, node)
 }

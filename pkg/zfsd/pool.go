@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -341,8 +342,9 @@ func (p *Pool) Info(ctx context.Context) (PoolInfo, error) {
 		Compression: p.compression()}, nil
 }
 
-// Close exports the pool. Export fails while a dot is still mounted by a
-// consumer; then the pool stays imported (its data is safe) and Close says so.
+// Close exports the pool. It refuses (ErrBusy) while a dot is staged for a
+// pod: export would unmount it under the pod, or, on a busy mount, fail
+// half-way. The pool then stays imported with its data safe.
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
 	ids := make([]string, 0, len(p.dots))
@@ -350,6 +352,14 @@ func (p *Pool) Close(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	p.mu.Unlock()
+	sort.Strings(ids)
+	for _, id := range ids {
+		if staged, err := p.Staged(ctx, id); err != nil {
+			return fmt.Errorf("pool %s: export: %w", p.cfg.Name, err)
+		} else if staged {
+			return fmt.Errorf("pool %s: export: dot %s is staged for a pod: %w", p.cfg.Name, id, ErrBusy)
+		}
+	}
 	for _, id := range ids {
 		if err := p.unmount(ctx, id); err != nil {
 			klog.V(2).InfoS("dot still in use at shutdown", "pool", p.cfg.Name, "dot", id, "err", err)

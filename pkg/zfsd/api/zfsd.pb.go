@@ -302,6 +302,9 @@ type PushRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DotId         string                 `protobuf:"bytes,1,opt,name=dot_id,json=dotId,proto3" json:"dot_id,omitempty"`
 	TargetAddress string                 `protobuf:"bytes,2,opt,name=target_address,json=targetAddress,proto3" json:"target_address,omitempty"` // the receiving zfsd, host:port
+	// target_pool names the receiving pool when that zfsd serves several
+	// (PV-per-node mode); empty means its only pool.
+	TargetPool    string `protobuf:"bytes,3,opt,name=target_pool,json=targetPool,proto3" json:"target_pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +349,13 @@ func (x *PushRequest) GetDotId() string {
 func (x *PushRequest) GetTargetAddress() string {
 	if x != nil {
 		return x.TargetAddress
+	}
+	return ""
+}
+
+func (x *PushRequest) GetTargetPool() string {
+	if x != nil {
+		return x.TargetPool
 	}
 	return ""
 }
@@ -1319,10 +1329,12 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1e.dotmesh.zfsd.v1.ReceiveHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"$\n" +
 	"\fReceiveReply\x12\x14\n" +
-	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"K\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"l\n" +
 	"\vPushRequest\x12\x15\n" +
 	"\x06dot_id\x18\x01 \x01(\tR\x05dotId\x12%\n" +
-	"\x0etarget_address\x18\x02 \x01(\tR\rtargetAddress\"\x8e\x01\n" +
+	"\x0etarget_address\x18\x02 \x01(\tR\rtargetAddress\x12\x1f\n" +
+	"\vtarget_pool\x18\x03 \x01(\tR\n" +
+	"targetPool\"\x8e\x01\n" +
 	"\tPushReply\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/errcode"
@@ -16,8 +17,34 @@ import (
 // it stands in for a local *zfsd.Pool.
 type Client struct{ c api.ZfsdClient }
 
-// NewClient wraps a connection to a node's zfsd.
-func NewClient(conn grpc.ClientConnInterface) *Client { return &Client{c: api.NewZfsdClient(conn)} }
+// NewClient wraps a connection to a node's zfsd that serves one pool.
+func NewClient(conn grpc.ClientConnInterface) *Client { return NewPoolClient(conn, "") }
+
+// NewPoolClient wraps a connection to a node's zfsd and names the pool
+// every call is for, as a zfsd serving several pools (PV-per-node) needs.
+func NewPoolClient(conn grpc.ClientConnInterface, pool string) *Client {
+	if pool != "" {
+		conn = poolConn{conn, pool}
+	}
+	return &Client{c: api.NewZfsdClient(conn)}
+}
+
+// PoolHeader is the gRPC metadata key naming the pool a call is for.
+const PoolHeader = "dotmesh-pool"
+
+// poolConn adds the pool's name to every call on a shared connection.
+type poolConn struct {
+	grpc.ClientConnInterface
+	pool string
+}
+
+func (c poolConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return c.ClientConnInterface.Invoke(metadata.AppendToOutgoingContext(ctx, PoolHeader, c.pool), method, args, reply, opts...)
+}
+
+func (c poolConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.ClientConnInterface.NewStream(metadata.AppendToOutgoingContext(ctx, PoolHeader, c.pool), desc, method, opts...)
+}
 
 // Pools answers for the one remote pool.
 func (c *Client) Pools(ctx context.Context) ([]zfsd.PoolInfo, error) {
@@ -159,14 +186,16 @@ func (c *Client) DropCopy(ctx context.Context, id string) error {
 	return errcode.FromStatus(err)
 }
 
-// Push asks the remote zfsd to bring the copy at target up to date.
-func (c *Client) Push(ctx context.Context, id, target string) (*api.PushReply, error) {
-	r, err := c.c.Push(ctx, &api.PushRequest{DotId: id, TargetAddress: target})
+// Push asks the remote zfsd to bring the copy on pool targetPool of the
+// zfsd at target up to date.
+func (c *Client) Push(ctx context.Context, id, target, targetPool string) (*api.PushReply, error) {
+	r, err := c.c.Push(ctx, &api.PushRequest{DotId: id, TargetAddress: target, TargetPool: targetPool})
 	return r, errcode.FromStatus(err)
 }
 
-// Handoff asks the remote zfsd, the dot's master, to hand it to target.
-func (c *Client) Handoff(ctx context.Context, id, target string) (*api.PushReply, error) {
-	r, err := c.c.Handoff(ctx, &api.PushRequest{DotId: id, TargetAddress: target})
+// Handoff asks the remote zfsd, the dot's master, to hand it to pool
+// targetPool of the zfsd at target.
+func (c *Client) Handoff(ctx context.Context, id, target, targetPool string) (*api.PushReply, error) {
+	r, err := c.c.Handoff(ctx, &api.PushRequest{DotId: id, TargetAddress: target, TargetPool: targetPool})
 	return r, errcode.FromStatus(err)
 }

@@ -25,12 +25,14 @@ func NewDialer(id *pki.Identity) *Dialer {
 	return &Dialer{id: id, conns: map[string]*grpc.ClientConn{}}
 }
 
-// Client returns a client for the zfsd at address (host:port, or unix:///path).
-func (d *Dialer) Client(address string) (*Client, error) {
+// Client returns a client for the named pool of the zfsd at address
+// (host:port, or unix:///path). An empty pool means that zfsd's only pool.
+// One connection per address serves all its pools.
+func (d *Dialer) Client(address, pool string) (*Client, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if c, ok := d.conns[address]; ok {
-		return NewClient(c), nil
+		return NewPoolClient(c, pool), nil
 	}
 	creds := insecure.NewCredentials()
 	if d.id != nil {
@@ -44,7 +46,7 @@ func (d *Dialer) Client(address string) (*Client, error) {
 		return nil, fmt.Errorf("zfsd at %s: %w", address, err)
 	}
 	d.conns[address] = conn
-	return NewClient(conn), nil
+	return NewPoolClient(conn, pool), nil
 }
 
 // Close closes every connection.

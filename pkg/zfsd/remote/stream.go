@@ -22,13 +22,17 @@ import (
 const chunkSize = 1 << 20
 
 func (s *Server) Snapshots(ctx context.Context, r *api.DotRef) (*api.SnapshotList, error) {
-	snaps, err := s.pool.Snapshots(ctx, r.GetId())
+	pool, err := s.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := pool.Snapshots(ctx, r.GetId())
 	if err != nil {
 		return nil, errcode.ToStatus(err)
 	}
 	// The sender asks for the snapshots to find where to send from; an
 	// interrupted stream's token tells it to resume that first.
-	tok, err := s.pool.ResumeToken(ctx, r.GetId())
+	tok, err := pool.ResumeToken(ctx, r.GetId())
 	if err != nil {
 		return nil, errcode.ToStatus(err)
 	}
@@ -40,11 +44,19 @@ func (s *Server) Snapshots(ctx context.Context, r *api.DotRef) (*api.SnapshotLis
 }
 
 func (s *Server) DropCopy(ctx context.Context, r *api.DotRef) (*api.Empty, error) {
-	return &api.Empty{}, errcode.ToStatus(s.pool.DropCopy(ctx, r.GetId()))
+	pool, err := s.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &api.Empty{}, errcode.ToStatus(pool.DropCopy(ctx, r.GetId()))
 }
 
 // Receive pipes the chunks of a send stream into `zfs recv`.
 func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
+	pool, err := s.pool(stream.Context())
+	if err != nil {
+		return err
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -53,7 +65,7 @@ func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
 	if h == nil || h.GetDotId() == "" {
 		return status.Error(codes.InvalidArgument, "receive: the first message must carry a header with the dot ID")
 	}
-	unlock, err := s.lockDot(h.GetDotId())
+	unlock, err := s.lockDot(pool, h.GetDotId())
 	if err != nil {
 		return err
 	}
@@ -82,15 +94,15 @@ func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
 		}
 	}()
 	if h.GetResume() {
-		err = s.pool.ReceiveResume(stream.Context(), h.GetDotId(), pr)
+		err = pool.ReceiveResume(stream.Context(), h.GetDotId(), pr)
 	} else {
-		err = s.pool.Receive(stream.Context(), h.GetDotId(), pr)
+		err = pool.Receive(stream.Context(), h.GetDotId(), pr)
 	}
 	pr.CloseWithError(errors.New("receiver done"))
 	if err != nil {
 		return errcode.ToStatus(err)
 	}
-	klog.InfoS("received", "dot", h.GetDotId(), "base", h.GetBase(), "commit", h.GetCommit(), "resume", h.GetResume(), "bytes", n)
+	klog.InfoS("received", "pool", pool.Name(), "dot", h.GetDotId(), "base", h.GetBase(), "commit", h.GetCommit(), "resume", h.GetResume(), "bytes", n)
 	return stream.SendAndClose(&api.ReceiveReply{Bytes: n})
 }
 
@@ -125,31 +137,35 @@ func (w *chunkWriter) Write(p []byte) (int, error) {
 }
 
 func (s *Server) Push(ctx context.Context, r *api.PushRequest) (*api.PushReply, error) {
-	unlock, err := s.lockDot(r.GetDotId())
+	pool, err := s.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := s.lockDot(pool, r.GetDotId())
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	return s.push(ctx, r)
+	return s.push(ctx, pool, r)
 }
 
 // push brings the target's copy up to this pool's newest commit: from the
 // newest commit both hold, or in full when the target has none. A target
 // that holds commits this pool does not (it diverged) is dropped and
 // re-seeded, never merged.
-func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, error) {
+func (s *Server) push(ctx context.Context, pool *zfsd.Pool, r *api.PushRequest) (*api.PushReply, error) {
 	if s.peers == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this zfsd has no peer identity; it cannot push")
 	}
 	id := r.GetDotId()
-	mine, err := s.pool.Snapshots(ctx, id)
+	mine, err := pool.Snapshots(ctx, id)
 	if err != nil {
 		return nil, errcode.ToStatus(err)
 	}
 	if len(mine) == 0 {
-		return nil, status.Errorf(codes.FailedPrecondition, "dot %s has no commit on pool %s to push", id, s.pool.Name())
+		return nil, status.Errorf(codes.FailedPrecondition, "dot %s has no commit on pool %s to push", id, pool.Name())
 	}
-	peer, err := s.peers.Client(r.GetTargetAddress())
+	peer, err := s.peers.Client(r.GetTargetAddress(), r.GetTargetPool())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -160,7 +176,7 @@ func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 	newest := mine[len(mine)-1].Name
 	reply := &api.PushReply{Commit: newest}
 	if tok := theirs.GetResumeToken(); tok != "" {
-		n, ok, err := s.resume(ctx, peer, id, tok, r.GetTargetAddress())
+		n, ok, err := s.resume(ctx, pool, peer, id, tok, r.GetTargetAddress())
 		reply.Bytes, reply.ResumedBytes = n, n
 		if err != nil {
 			return nil, err
@@ -186,7 +202,7 @@ func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 	}
 	reply.Base = base
 	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Base: base, Commit: newest}, r.GetTargetAddress(),
-		func(w io.Writer) (int64, error) { return s.pool.Send(ctx, id, base, newest, w) })
+		func(w io.Writer) (int64, error) { return pool.Send(ctx, id, base, newest, w) })
 	reply.Bytes += n
 	if err != nil {
 		return nil, err
@@ -200,8 +216,8 @@ func (s *Server) push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 // pool cannot resume (its snapshots are gone, or another pool sent it) is
 // not an error: the caller sends afresh, and the target discards the
 // partial state before receiving that.
-func (s *Server) resume(ctx context.Context, peer *Client, id, token, target string) (int64, bool, error) {
-	info, err := s.pool.ResumeInfo(ctx, id, token)
+func (s *Server) resume(ctx context.Context, pool *zfsd.Pool, peer *Client, id, token, target string) (int64, bool, error) {
+	info, err := pool.ResumeInfo(ctx, id, token)
 	if err != nil {
 		klog.InfoS("cannot resume the interrupted stream; sending afresh", "dot", id, "target", target, "reason", err)
 		return 0, false, nil
@@ -209,7 +225,7 @@ func (s *Server) resume(ctx context.Context, peer *Client, id, token, target str
 	_, commit, _ := strings.Cut(info.ToName, "@")
 	klog.InfoS("resuming an interrupted stream", "dot", id, "target", target, "commit", commit, "bytesReceived", info.Bytes)
 	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Commit: commit, Resume: true}, target,
-		func(w io.Writer) (int64, error) { return s.pool.SendResume(ctx, id, token, w) })
+		func(w io.Writer) (int64, error) { return pool.SendResume(ctx, id, token, w) })
 	if err != nil {
 		return n, false, err
 	}
@@ -263,49 +279,56 @@ func commonBase(mine []zfsd.Snapshot, theirs []*api.Snapshot) (base string, dive
 // it to the new master's pool. The caller flips the master afterwards.
 func (s *Server) Handoff(ctx context.Context, r *api.PushRequest) (*api.PushReply, error) {
 	id := r.GetDotId()
-	unlock, err := s.lockDot(id)
+	pool, err := s.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := s.lockDot(pool, id)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	staged, err := s.pool.Staged(ctx, id)
+	staged, err := pool.Staged(ctx, id)
 	if err != nil {
 		return nil, errcode.ToStatus(err)
 	}
 	if staged {
-		return nil, status.Errorf(codes.FailedPrecondition, "dot %s is still staged on pool %s; unstage it there first", id, s.pool.Name())
+		return nil, status.Errorf(codes.FailedPrecondition, "dot %s is still staged on pool %s; unstage it there first", id, pool.Name())
 	}
-	if err := s.pool.UnmountDot(ctx, id); err != nil {
+	if err := pool.UnmountDot(ctx, id); err != nil {
 		return nil, errcode.ToStatus(err)
 	}
-	if _, err := s.pool.CreateCommit(ctx, id, ""); err != nil {
+	if _, err := pool.CreateCommit(ctx, id, ""); err != nil {
 		return nil, errcode.ToStatus(err)
 	}
-	reply, err := s.push(ctx, r)
+	reply, err := s.push(ctx, pool, r)
 	if err != nil {
 		return nil, err
 	}
 	// From here this copy is a replica, whatever the caller does next.
-	if err := s.pool.SetRole(ctx, id, false); err != nil {
+	if err := pool.SetRole(ctx, id, false); err != nil {
 		return nil, errcode.ToStatus(err)
 	}
 	return reply, nil
 }
 
-// lockDot serialises stream work on one dot; a second one is Aborted.
-func (s *Server) lockDot(id string) (func(), error) {
+// lockDot serialises stream work on one pool's copy of a dot; a second
+// one is Aborted. Two pools of one node may each hold a copy, and a
+// handoff between them streams from one to the other.
+func (s *Server) lockDot(pool *zfsd.Pool, id string) (func(), error) {
+	key := pool.Name() + "/" + id
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.busy == nil {
 		s.busy = map[string]bool{}
 	}
-	if s.busy[id] {
-		return nil, status.Errorf(codes.Aborted, "dot %s: a push, receive or handoff is already in progress", id)
+	if s.busy[key] {
+		return nil, status.Errorf(codes.Aborted, "dot %s on pool %s: a push, receive or handoff is already in progress", id, pool.Name())
 	}
-	s.busy[id] = true
+	s.busy[key] = true
 	return func() {
 		s.mu.Lock()
-		delete(s.busy, id)
+		delete(s.busy, key)
 		s.mu.Unlock()
 	}, nil
 }
