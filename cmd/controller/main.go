@@ -4,8 +4,10 @@
 //
 // In a cluster (--kubeconfig, or in a pod) it places dots on the nodes'
 // pools through the cluster view and keeps replicas caught up; it creates
-// the cluster CA Secret on first start. With --zfsd-endpoint it drives the
-// one zfsd on that unix socket instead.
+// the cluster CA Secret on first start; and it runs the PV-per-node
+// operator, which keeps backing PVCs and pool pods when its ConfigMap asks
+// for that mode. With --zfsd-endpoint it drives the one zfsd on that unix
+// socket instead.
 package main
 
 import (
@@ -19,12 +21,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/metrics"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/operator"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
@@ -37,11 +41,14 @@ func main() {
 		zfsdAddr    = flag.String("zfsd-endpoint", "", "drive the one zfsd on this unix socket (no cluster)")
 		driverName  = flag.String("driver-name", driver.DefaultName, "CSI driver name")
 		kubeconfig  = flag.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster config")
-		namespace   = flag.String("namespace", "dotmesh-system", "namespace of the CA Secret and of Events")
+		namespace   = flag.String("namespace", "dotmesh-system", "namespace of the CA Secret, of Events, and of the operator's ConfigMap, Lease, backing PVCs and pool pods")
 		caSecret    = flag.String("ca-secret", "dotmesh-ca", "Secret holding the cluster CA (created if missing)")
 		unreachable = flag.Duration("unreachable-after", 10*time.Second, "a pool not heard from this long is unreachable")
 		resync      = flag.Duration("replication-resync", 10*time.Second, "how often lagging replicas are caught up")
 		metricsAddr = flag.String("metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
+		configMap   = flag.String("config-map", operator.DefaultConfigMap, "ConfigMap (in --namespace) that configures the PV-per-node operator")
+		poolImage   = flag.String("pool-image", operator.DefaultPoolImage, "image of the operator's pool pods (it needs /dotmesh-node)")
+		opResync    = flag.Duration("operator-resync", operator.DefaultResync, "how often the operator reconciles backing PVCs and pool pods")
 	)
 	klog.InitFlags(nil)
 	flag.Parse()
@@ -50,6 +57,7 @@ func main() {
 
 	m := metrics.New()
 	var store driver.Store
+	waitOperator := func() {}
 	if *zfsdAddr != "" {
 		// A unix socket on this host: no network, so no TLS.
 		conn, err := grpc.NewClient(*zfsdAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -60,7 +68,12 @@ func main() {
 		defer conn.Close()
 		store = remote.NewClient(conn)
 	} else {
-		ms, view, peers, err := joinCluster(ctx, *kubeconfig, *namespace, *caSecret, *unreachable)
+		cfg, err := cluster.RestConfig(*kubeconfig)
+		if err != nil {
+			klog.ErrorS(err, "loading the Kubernetes client configuration", "kubeconfig", *kubeconfig)
+			os.Exit(1)
+		}
+		ms, view, peers, err := joinCluster(ctx, cfg, *namespace, *caSecret, *unreachable)
 		if err != nil {
 			klog.ErrorS(err, "joining the cluster")
 			os.Exit(1)
@@ -70,6 +83,9 @@ func main() {
 		go rebuildThenReconcile(ctx, ms, *resync)
 		go ms.AutoCommit(ctx, time.Second)
 		store = ms
+		waitOperator = startOperator(ctx, cfg, operator.Options{
+			Namespace: *namespace, ConfigMap: *configMap, PoolImage: *poolImage, Resync: *opResync,
+		})
 	}
 	m.WatchPools(store.Pools)
 	if *metricsAddr != "" {
@@ -81,17 +97,16 @@ func main() {
 	}
 	d := driver.New(driver.Config{Name: *driverName, Version: version, Roaming: *zfsdAddr == ""}, store)
 	err := driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true}, m.Interceptor())})
+	// Serve may also return on its own failure: end the operator's term too.
+	stop()
+	waitOperator()
 	klog.Flush()
 	if err != nil {
 		os.Exit(1)
 	}
 }
 
-func joinCluster(ctx context.Context, kubeconfig, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, cluster.View, *remote.Dialer, error) {
-	cfg, err := cluster.RestConfig(kubeconfig)
-	if err != nil {
-		return nil, nil, nil, err
-	}
+func joinCluster(ctx context.Context, cfg *rest.Config, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, cluster.View, *remote.Dialer, error) {
 	if err := cluster.EnsureCRDs(ctx, cfg); err != nil {
 		return nil, nil, nil, err
 	}
@@ -109,6 +124,25 @@ func joinCluster(ctx context.Context, kubeconfig, namespace, caSecret string, un
 	}
 	peers := remote.NewDialer(id)
 	return mesh.New(mesh.Config{View: view, Peers: peers, Unreachable: unreachable}), view, peers, nil
+}
+
+// startOperator runs the PV-per-node operator until ctx ends, and returns a
+// wait for it to have released its Lease, so a successor need not wait out
+// the lease. It has a client of its own: its passes every couple of seconds
+// must not eat into the rate limit of the view's handoffs.
+func startOperator(ctx context.Context, cfg *rest.Config, opts operator.Options) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err == nil {
+			err = operator.Run(ctx, cs, opts)
+		}
+		if err != nil {
+			klog.ErrorS(err, "the PV-per-node operator is not running")
+		}
+	}()
+	return func() { <-done }
 }
 
 // rebuildThenReconcile restores records the view lost, once the nodes have
