@@ -11,7 +11,7 @@ VERSION ?= dev
 # The name deploy/ uses; `make image IMAGE=...` for your own registry.
 IMAGE ?= ghcr.io/dotmesh-io/dotmesh-csi:$(VERSION)
 KUBE_BINS := etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
-	csi-provisioner csi-snapshotter snapshot-controller csi-resizer
+	csi-provisioner csi-snapshotter snapshot-controller csi-resizer csi-attacher
 export PATH := $(TOOLS):$(PATH)
 
 .PHONY: all build image e2e-images test test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate clean

@@ -66,10 +66,17 @@ func images(t testing.TB) []string {
 // the driver.
 func install(t testing.TB) *env { return installNodes(t, 1) }
 
-func installNodes(t testing.TB, nodes int) *env {
+func installNodes(t testing.TB, nodes int) *env { return installOverlay(t, nodes, "e2e", nil) }
+
+// installOverlay is installNodes with deploy/overlays/<overlay>, after
+// setup (if any) has prepared the cluster.
+func installOverlay(t testing.TB, nodes int, overlay string, setup func(*multinode.Harness)) *env {
 	start := time.Now()
 	h := multinode.New(t, multinode.Options{Nodes: nodes, Kubernetes: true, Images: images(t)})
 	t.Logf("cluster up in %s", time.Since(start).Round(time.Millisecond))
+	if setup != nil {
+		setup(h)
+	}
 	dyn, err := dynamic.NewForConfig(h.Rest)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +97,7 @@ func installNodes(t testing.TB, nodes int) *env {
 	e.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 	start = time.Now()
-	e.kubectl("apply", "-k", filepath.Join(procs.Root(), "deploy", "overlays", "e2e"))
+	e.kubectl("apply", "-k", filepath.Join(procs.Root(), "deploy", "overlays", overlay))
 	e.kubectl("-n", "dotmesh-system", "rollout", "status", "daemonset/dotmesh-node", "--timeout=180s")
 	e.kubectl("-n", "dotmesh-system", "rollout", "status", "deployment/dotmesh-controller", "--timeout=180s")
 	for _, n := range h.Nodes {

@@ -3,7 +3,7 @@
 # need, through the Go module proxy, and caches them as
 # .cache/kube/bin/<name>-<version> (ignored). A cached binary is never rebuilt.
 #   e2e/kube/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
-#     csi-provisioner csi-snapshotter snapshot-controller csi-resizer
+#     csi-provisioner csi-snapshotter snapshot-controller csi-resizer csi-attacher
 # `go install` refuses k8s.io/kubernetes, etcd's server module and the
 # sidecars because of their replace directives, so each is built from a small
 # wrapper module that repeats the replaces against published module versions.
@@ -14,6 +14,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 PROVISIONER_VERSION=v6.4.0
 SNAPSHOTTER_VERSION=v8.7.0
 RESIZER_VERSION=v2.3.0
+ATTACHER_VERSION=v4.13.0
 cache=$root/.cache/kube
 bin=$cache/bin
 mkdir -p "$bin"
@@ -123,6 +124,7 @@ for what in "$@"; do
 			"./client=>github.com/kubernetes-csi/external-snapshotter/client/v8+$SNAPSHOTTER_VERSION" \
 			"cmd/csi-snapshotter cmd/snapshot-controller" "cmd/$what" ;;
 	csi-resizer) build_sidecar github.com/kubernetes-csi/external-resizer/v2 $RESIZER_VERSION "" cmd/csi-resizer cmd/csi-resizer ;;
+	csi-attacher) build_sidecar github.com/kubernetes-csi/external-attacher/v4 $ATTACHER_VERSION "" cmd/csi-attacher cmd/csi-attacher ;;
 	*) echo "unknown binary $what" >&2; exit 2 ;;
 	esac
 done

@@ -39,12 +39,16 @@ type Driver struct {
 	Dir    string // the shared folder holding <id>.img, <id>.name and <id>.attached
 	NodeID string
 	// Nodes are the node IDs ControllerPublish accepts; empty means only
-	// NodeID.
-	Nodes []string
-	mu    sync.Mutex // one call at a time: this is a test double, not a fast one
+	// NodeID, unless AnyNode (a cluster whose nodes come and go).
+	Nodes   []string
+	AnyNode bool
+	mu      sync.Mutex // one call at a time: this is a test double, not a fast one
 }
 
 func (d *Driver) knownNode(node string) bool {
+	if d.AnyNode {
+		return true
+	}
 	if len(d.Nodes) == 0 {
 		return node == d.NodeID
 	}
@@ -286,7 +290,11 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	dev, err := output(ctx, "losetup", "-f", "--show", d.path(id, ".img"))
+	// Like a cloud disk's device node, one loop device per disk and node:
+	// a disk still held open here (by a bind of an earlier mount) is
+	// mounted again from the same device, so the kernel shares the one
+	// ext4 instead of mounting it twice through two devices.
+	dev, err := d.loopDevice(ctx, id)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "attaching %s: %v", id, err)
 	}
@@ -295,6 +303,16 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		return nil, status.Errorf(codes.Internal, "mounting %s (%s) at %s: %v", id, dev, staging, err)
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// loopDevice is the loop device of the disk's file, set up if there is none.
+func (d *Driver) loopDevice(ctx context.Context, id string) (string, error) {
+	if out, err := output(ctx, "losetup", "-j", d.path(id, ".img")); err == nil {
+		if dev, _, ok := strings.Cut(out, ":"); ok {
+			return dev, nil
+		}
+	}
+	return output(ctx, "losetup", "-f", "--show", d.path(id, ".img"))
 }
 
 func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {

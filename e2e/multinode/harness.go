@@ -58,6 +58,8 @@ type Harness struct {
 	Kube       bool              // nodes run containerd and a kubelet (Options.Kubernetes)
 	ca         *pki.CA
 	t          testing.TB
+	opts       Options
+	loopDisks  string // the loop disks' shared folder, once StartLoopDisks ran
 }
 
 // Options size a harness.
@@ -85,7 +87,7 @@ func New(t testing.TB, opts Options) *Harness {
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)[:5]
 	h := &Harness{ID: id, Dir: filepath.Join(os.TempDir(), "dotmesh-mn-"+id), Subnet: fmt.Sprintf("10.231.%d", b[2]), t: t,
-		Bin: map[string]string{}, Kube: opts.Kubernetes}
+		Bin: map[string]string{}, Kube: opts.Kubernetes, opts: opts}
 	if err := os.MkdirAll(h.Dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -105,16 +107,26 @@ func New(t testing.TB, opts Options) *Harness {
 		h.startKubeControllers()
 	}
 	t.Logf("control plane ready in %s", time.Since(start).Round(time.Millisecond))
-	for i := range opts.Nodes {
-		start = time.Now()
-		n := h.addNode(i, opts.DiskSize)
-		if h.Kube {
-			n.startKubelet(opts.Images)
-		}
-		h.Nodes = append(h.Nodes, n)
-		t.Logf("node%d ready in %s", i, time.Since(start).Round(time.Millisecond))
+	for range opts.Nodes {
+		h.AddNode()
 	}
 	return h
+}
+
+// AddNode starts one more node (a machine joining the cluster), named
+// after its index, which is never reused.
+func (h *Harness) AddNode() *Node {
+	start := time.Now()
+	n := h.addNode(len(h.Nodes), h.opts.DiskSize)
+	if h.Kube {
+		n.startKubelet(h.opts.Images)
+	}
+	if h.loopDisks != "" {
+		n.startLoopDisk()
+	}
+	h.Nodes = append(h.Nodes, n)
+	h.t.Logf("%s ready in %s", n.Name, time.Since(start).Round(time.Millisecond))
+	return n
 }
 
 func (h *Harness) ctx() context.Context {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dotmesh-io/dotmesh-csi/e2e/procs"
@@ -163,10 +164,49 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 `, n.IP, filepath.Join(n.h.Dir, "pki", "ca.crt"), sock, n.cgroupRoot))
-	n.Kubelet = n.Start("kubelet", n.h.kubeBinary("kubelet", KubeVersion), "--config="+filepath.Join(kd, "kubelet.yaml"),
-		"--kubeconfig="+kubeconfig, "--root-dir=/var/lib/kubelet", "--cert-dir=/var/lib/kubelet/pki",
-		"--hostname-override="+n.Name, "--node-ip="+n.IP, "--v=2")
+	n.kubeletArgs = []string{n.h.kubeBinary("kubelet", KubeVersion), "--config=" + filepath.Join(kd, "kubelet.yaml"),
+		"--kubeconfig=" + kubeconfig, "--root-dir=/var/lib/kubelet", "--cert-dir=/var/lib/kubelet/pki",
+		"--hostname-override=" + n.Name, "--node-ip=" + n.IP, "--v=2"}
+	n.StartKubelet()
+}
+
+// StartKubelet (re)starts the node's kubelet and waits until the node is
+// Ready: after StopKubelet, the node rejoins with its containers as they are.
+func (n *Node) StartKubelet() {
+	n.Kubelet = n.Start("kubelet", n.kubeletArgs...)
 	n.WaitReady(2 * time.Minute)
+}
+
+// StopKubelet stops only the kubelet: the node's containers run on, as on
+// a machine whose kubelet is being upgraded.
+func (n *Node) StopKubelet() {
+	if n.Kubelet != nil {
+		_ = n.Kubelet.Stop(20 * time.Second)
+	}
+}
+
+// Remove takes the node away for good, as a cloud replacing a machine
+// does: the kubelet, every container and process and zfs-fuse stop at once
+// (nothing is exported or unmounted cleanly), the mounts go with the
+// node's mount namespace, and its Node object is deleted.
+func (n *Node) Remove() {
+	n.stopKubelet()
+	if n.LoopDisk != nil {
+		_ = n.LoopDisk.Cmd.Process.Kill()
+	}
+	n.Kill()
+	if n.Holder > 0 {
+		signal(n.Holder, syscall.SIGKILL)
+	}
+	n.DeleteNodeObject()
+}
+
+// DeleteNodeObject deletes the node's Node object, as `kubectl delete node`.
+func (n *Node) DeleteNodeObject() {
+	err := n.h.Client.CoreV1().Nodes().Delete(n.h.ctx(), n.Name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		n.h.t.Fatalf("deleting Node %s: %v", n.Name, err)
+	}
 }
 
 // WaitReady waits until the node's Node object says Ready.

@@ -31,6 +31,8 @@ type Node struct {
 
 	// Kubernetes nodes only (Options.Kubernetes).
 	Kubelet, Containerd *procs.Proc
+	LoopDisk            *procs.Proc // the loop-disk node plugin (Harness.StartLoopDisks)
+	kubeletArgs         []string
 	containerdSock      string
 	cgroupRoot          string
 	madeDirs            []string // mount points made on the machine, removed at teardown

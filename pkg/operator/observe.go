@@ -48,6 +48,7 @@ func backingFrom(pvc *corev1.PersistentVolumeClaim) BackingPVC {
 		Auto:            pvc.Labels[LabelAuto] == "true",
 		Deleting:        pvc.DeletionTimestamp != nil,
 		ResourceVersion: pvc.ResourceVersion,
+		Volume:          pvc.Spec.VolumeName,
 	}
 	if v, ok := pvc.Annotations[AnnotationOrphanedAt]; ok {
 		t, err := time.Parse(time.RFC3339, v)

@@ -191,6 +191,9 @@ func (o *operator) pass(ctx context.Context) error {
 	// Each failed action is logged by the applier, as often as is news;
 	// the pass itself has not failed.
 	_ = o.applier.apply(ctx, *cfg, s, Plan(*cfg, s, o.now(), o.newName))
+	if err := detachFromGoneNodes(ctx, o.cs, s); err != nil {
+		klog.ErrorS(err, "detaching moved backing volumes from deleted nodes")
+	}
 	o.warnings.endPass()
 	return nil
 }

@@ -39,6 +39,8 @@ type BackingPVC struct {
 	// ResourceVersion is not read by Plan; Apply makes its changes to the
 	// PVC conditional on it.
 	ResourceVersion string
+	// Volume is the PV bound to the PVC ("" while unbound); not read by Plan.
+	Volume string
 }
 
 // PoolPod is a pod holding a backing PVC on a node.

@@ -23,19 +23,14 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/operator"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
 
-// The pool pod contract, shared with the operator that makes the pods.
-const (
-	LabelRole = "dotmesh.io/role"
-	RolePool  = "pool"
-	// LabelPool names the pool a pool pod holds (its backing PVC's name).
-	LabelPool = "dotmesh.io/pool"
-	// ReleasedMarker is written into the backing folder once the pool is
-	// exported; the pool pod's holder exits when it appears.
-	ReleasedMarker = "dotmesh_released"
-)
+// ReleasedMarker is written into the backing folder once the pool is
+// exported; the pool pod's holder (`dotmesh-node hold-pool`) exits when it
+// appears. The pods' labels are the operator's (pkg/operator).
+const ReleasedMarker = "dotmesh_released"
 
 // Fence keeps a pool imported on one node at a time, through the cluster
 // view (mesh.Store implements it).
@@ -101,7 +96,7 @@ func (w *Watcher) Run(ctx context.Context) {
 // exports the pool of every pool pod that is going or gone.
 func (w *Watcher) Sync(ctx context.Context) error {
 	pods, err := w.cfg.Client.CoreV1().Pods(w.cfg.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: labels.SelectorFromSet(labels.Set{LabelRole: RolePool}).String(),
+		LabelSelector: labels.SelectorFromSet(labels.Set{operator.LabelRole: operator.RolePool}).String(),
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", w.cfg.Node).String(),
 	})
 	if err != nil {
@@ -110,7 +105,7 @@ func (w *Watcher) Sync(ctx context.Context) error {
 	want := map[string]*corev1.Pod{}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if name := pod.Labels[LabelPool]; name != "" && pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodRunning {
+		if name := pod.Labels[operator.LabelPool]; name != "" && pod.DeletionTimestamp == nil && pod.Status.Phase == corev1.PodRunning {
 			want[name] = pod
 		}
 	}
@@ -161,7 +156,8 @@ func (w *Watcher) attach(ctx context.Context, name string, pod *corev1.Pod) erro
 	if err := os.Remove(filepath.Join(dir, ReleasedMarker)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("pool %s: clearing the released marker: %w", name, err)
 	}
-	p, err := w.cfg.Open(ctx, zfsd.Config{Name: name, Dir: dir, MountRoot: filepath.Join(w.cfg.MountDir, name), Node: w.cfg.Node})
+	p, err := w.cfg.Open(ctx, zfsd.Config{Name: name, Dir: dir, MountRoot: filepath.Join(w.cfg.MountDir, name), Node: w.cfg.Node,
+		ForceImport: true})
 	if err != nil {
 		return err
 	}

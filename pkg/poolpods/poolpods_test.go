@@ -23,6 +23,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/operator"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/poolpods"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
@@ -43,7 +44,7 @@ func kubeletMount(t *testing.T, kubeletDir, uid, pv, disk string) {
 func poolPod(name, pool, node, uid string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid),
-			Labels: map[string]string{poolpods.LabelRole: poolpods.RolePool, poolpods.LabelPool: pool}},
+			Labels: map[string]string{operator.LabelRole: operator.RolePool, operator.LabelPool: pool}},
 		Spec: corev1.PodSpec{NodeName: node, Volumes: []corev1.Volume{{Name: "pool",
 			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: pool}}}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},

@@ -156,11 +156,15 @@ func (c *Client) CreatePool(ctx context.Context, pool, vdev, mountpoint string, 
 }
 
 // ImportPool imports pool from the files in dir.
-func (c *Client) ImportPool(ctx context.Context, pool, dir string) error {
+func (c *Client) ImportPool(ctx context.Context, pool, dir string, force bool) error {
 	if err := ValidatePool(pool); err != nil {
 		return err
 	}
-	_, err := c.zpool(ctx, "import", pool, "-d", dir, "-o", "cachefile=none", pool)
+	args := []string{"-d", dir, "-o", "cachefile=none"}
+	if force {
+		args = append(args, "-f")
+	}
+	_, err := c.zpool(ctx, "import", pool, append(args, pool)...)
 	return err
 }
 

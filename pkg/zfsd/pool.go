@@ -41,6 +41,11 @@ type Config struct {
 	MountRoot string
 	// Node names the node the pool is imported on, for placement answers.
 	Node string
+	// ForceImport imports a pool that another host had imported when it
+	// was lost (`zpool import -f`). Only for a caller that fenced the pool
+	// first (PV-per-node, through the cluster view): ZFS's own check would
+	// otherwise refuse every pool whose node died.
+	ForceImport bool
 }
 
 // Pool is one imported pool and the index of its dots and commits.
@@ -211,7 +216,7 @@ func (p *Pool) importOrCreate(ctx context.Context) error {
 	}
 	file := filepath.Join(p.hostDir, PoolFile)
 	if _, err := os.Stat(file); err == nil {
-		if err := p.z.ImportPool(ctx, name, p.hostDir); err != nil {
+		if err := p.z.ImportPool(ctx, name, p.hostDir, p.cfg.ForceImport); err != nil {
 			return fmt.Errorf("pool %s: importing from %s: %w", name, p.hostDir, err)
 		}
 		klog.InfoS("pool imported", "pool", name, "dir", p.hostDir)
