@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -393,9 +394,13 @@ func (e *env) deleteWorkloads() {
 	}
 	_ = e.dyn.Resource(snapGVR).Namespace(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	_ = e.cs.CoreV1().PersistentVolumeClaims(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	// The scenarios' volumes, not the backing PVs of PV-per-node mode,
+	// which the operator keeps for as long as the cluster lives.
 	for ctx.Err() == nil {
 		pvs, err := e.cs.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil || len(pvs.Items) == 0 {
+		if err != nil || !slices.ContainsFunc(pvs.Items, func(pv corev1.PersistentVolume) bool {
+			return pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == e.ns
+		}) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"k8s.io/klog/v2"
 
@@ -46,9 +47,13 @@ func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 	}
 	// Mounted at its own path (zfs-fuse mounts at create) or elsewhere:
 	// unmount first, since `zfs set mountpoint` on a mounted dataset
-	// remounts without the busy retry the client gives unmount.
-	if err := p.z.Unmount(ctx, ds); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
-		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
+	// remounts without the busy retry the client gives unmount. Not
+	// mounted (a dot just handed over): no command, since a handoff waits
+	// on every one.
+	if slices.ContainsFunc(mounts, func(m mountinfo.Mount) bool { return isMountOf(m, ds) }) {
+		if err := p.z.Unmount(ctx, ds); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+			return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
+		}
 	}
 	if err := os.MkdirAll(path, 0o750); err != nil {
 		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
