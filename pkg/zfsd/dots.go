@@ -537,6 +537,11 @@ func (p *Pool) mountedAt(ds, path string) (bool, error) {
 func (p *Pool) unmount(ctx context.Context, id string) error {
 	ds := p.dataset(id)
 	if !p.legacy {
+		// Not mounted (a replica, a dot handed over): no command, since a
+		// handoff waits on each one.
+		if ms, err := p.mountsOf(ds); err == nil && len(ms) == 0 {
+			return nil
+		}
 		return p.z.Unmount(ctx, ds)
 	}
 	path := p.MountPath(id)

@@ -58,44 +58,61 @@ func (p *Pool) Send(ctx context.Context, dotID, base, commit string, w io.Writer
 // the dot. Where receives are resumable (-s), a break keeps what arrived;
 // the partial state an earlier break left is discarded first, because ZFS
 // refuses a fresh stream while it is there, even with -F.
-func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader) error {
+func (p *Pool) Receive(ctx context.Context, dotID string, r io.Reader, master bool) error {
 	if err := p.discardPartial(ctx, dotID); err != nil {
 		return err
 	}
 	if err := p.z.Receive(ctx, p.dataset(dotID), zfs.ReceiveOptions{Force: true, Resumable: p.resumable}, r); err != nil {
 		return fmt.Errorf("receiving dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}
-	return p.received(ctx, dotID)
+	return p.received(ctx, dotID, master)
 }
 
 // ReceiveResume applies the rest of an interrupted stream (`zfs send -t`)
 // onto the partial state it left, and reloads the dot.
-func (p *Pool) ReceiveResume(ctx context.Context, dotID string, r io.Reader) error {
+func (p *Pool) ReceiveResume(ctx context.Context, dotID string, r io.Reader, master bool) error {
 	if !p.resumable {
 		return fmt.Errorf("resuming a stream into dot %s on pool %s: %w", dotID, p.cfg.Name, ErrUnsupported)
 	}
 	if err := p.z.Receive(ctx, p.dataset(dotID), zfs.ReceiveOptions{Resumable: true}, r); err != nil {
 		return fmt.Errorf("resuming a stream into dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 	}
-	return p.received(ctx, dotID)
+	return p.received(ctx, dotID, master)
 }
 
-// received finishes a receive: the copy is a replica.
-func (p *Pool) received(ctx context.Context, dotID string) error {
+// received finishes a receive: the copy is a replica, or the master when a
+// handoff brought it. One read says which of its properties still need
+// fixing; after a replica's first stream usually only the role does, and a
+// handoff waits on every command.
+func (p *Pool) received(ctx context.Context, dotID string, master bool) error {
+	ds := p.dataset(dotID)
+	list, err := p.z.Get(ctx, []string{ds}, false, "atime", "mountpoint", propRole)
+	if err != nil || len(list) != 1 {
+		return fmt.Errorf("dot %s on pool %s: reading the received copy: %w", dotID, p.cfg.Name, err)
+	}
+	props := list[0].Props
 	// Replicas are never written; with atime on, reading one would dirty it
 	// and fail the next incremental receive.
-	if err := p.z.Set(ctx, p.dataset(dotID), "atime", "off"); err != nil {
-		klog.ErrorS(err, "atime=off on replica", "dot", dotID)
+	if props["atime"].Value != "off" {
+		if err := p.z.Set(ctx, ds, "atime", "off"); err != nil {
+			klog.ErrorS(err, "atime=off on replica", "dot", dotID)
+		}
 	}
 	// The stream carries properties (-p), among them the mountpoint of a
 	// dot staged on the sender: a kubelet path of that node. Left set, the
 	// next import would mount the copy there, and the copy would count as
 	// staged here.
-	if err := p.z.Inherit(ctx, p.dataset(dotID), "mountpoint"); err != nil {
-		return fmt.Errorf("dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+	if src := props["mountpoint"].Source; src == "local" || src == "received" {
+		if err := p.z.Inherit(ctx, ds, "mountpoint"); err != nil {
+			return fmt.Errorf("dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+		}
 	}
-	if err := p.SetRole(ctx, dotID, false); err != nil {
-		return err
+	// The sender's role came with the stream; this copy's own is recorded.
+	role := roleName(master)
+	if r := props[propRole]; r.Source != "local" || r.Value != role {
+		if err := p.z.Set(ctx, ds, propRole, role); err != nil {
+			return fmt.Errorf("dot %s on pool %s: recording role %s: %w", dotID, p.cfg.Name, role, err)
+		}
 	}
 	return p.Reload(ctx, dotID)
 }
@@ -213,10 +230,16 @@ func (p *Pool) Staged(ctx context.Context, dotID string) (bool, error) {
 
 // SetRole records on this pool whether its copy of a dot is the master.
 func (p *Pool) SetRole(ctx context.Context, dotID string, master bool) error {
-	role := "replica"
-	if master {
-		role = "master"
+	// The index is reloaded from the pool after every receive and kept with
+	// every change: a role the copy already has costs no command.
+	p.mu.Lock()
+	d, ok := p.dots[dotID]
+	same := ok && d.Master == master
+	p.mu.Unlock()
+	if same {
+		return nil
 	}
+	role := roleName(master)
 	if err := p.z.Set(ctx, p.dataset(dotID), propRole, role); err != nil {
 		return fmt.Errorf("dot %s on pool %s: recording role %s: %w", dotID, p.cfg.Name, role, err)
 	}
@@ -226,4 +249,11 @@ func (p *Pool) SetRole(ctx context.Context, dotID string, master bool) error {
 	}
 	p.mu.Unlock()
 	return nil
+}
+
+func roleName(master bool) string {
+	if master {
+		return "master"
+	}
+	return "replica"
 }

@@ -139,7 +139,10 @@ type ReceiveHeader struct {
 	// The stream resumes an interrupted one (zfs send -t): the receiver
 	// keeps the partial state it left. Otherwise that state is discarded
 	// first, since ZFS refuses a fresh stream while it is there.
-	Resume        bool `protobuf:"varint,4,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume bool `protobuf:"varint,4,opt,name=resume,proto3" json:"resume,omitempty"`
+	// The receiving copy becomes the dot's master (a handoff), so it records
+	// that role at once instead of replica first.
+	Master        bool `protobuf:"varint,5,opt,name=master,proto3" json:"master,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -198,6 +201,13 @@ func (x *ReceiveHeader) GetCommit() string {
 func (x *ReceiveHeader) GetResume() bool {
 	if x != nil {
 		return x.Resume
+	}
+	return false
+}
+
+func (x *ReceiveHeader) GetMaster() bool {
+	if x != nil {
+		return x.Master
 	}
 	return false
 }
@@ -1319,12 +1329,13 @@ const file_zfsd_proto_rawDesc = "" +
 	"\x04guid\x18\x02 \x01(\tR\x04guid\"j\n" +
 	"\fSnapshotList\x127\n" +
 	"\tsnapshots\x18\x01 \x03(\v2\x19.dotmesh.zfsd.v1.SnapshotR\tsnapshots\x12!\n" +
-	"\fresume_token\x18\x02 \x01(\tR\vresumeToken\"j\n" +
+	"\fresume_token\x18\x02 \x01(\tR\vresumeToken\"\x82\x01\n" +
 	"\rReceiveHeader\x12\x15\n" +
 	"\x06dot_id\x18\x01 \x01(\tR\x05dotId\x12\x12\n" +
 	"\x04base\x18\x02 \x01(\tR\x04base\x12\x16\n" +
 	"\x06commit\x18\x03 \x01(\tR\x06commit\x12\x16\n" +
-	"\x06resume\x18\x04 \x01(\bR\x06resume\"Z\n" +
+	"\x06resume\x18\x04 \x01(\bR\x06resume\x12\x16\n" +
+	"\x06master\x18\x05 \x01(\bR\x06master\"Z\n" +
 	"\fReceiveChunk\x126\n" +
 	"\x06header\x18\x01 \x01(\v2\x1e.dotmesh.zfsd.v1.ReceiveHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"$\n" +

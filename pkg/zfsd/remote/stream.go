@@ -94,9 +94,9 @@ func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
 		}
 	}()
 	if h.GetResume() {
-		err = pool.ReceiveResume(stream.Context(), h.GetDotId(), pr)
+		err = pool.ReceiveResume(stream.Context(), h.GetDotId(), pr, h.GetMaster())
 	} else {
-		err = pool.Receive(stream.Context(), h.GetDotId(), pr)
+		err = pool.Receive(stream.Context(), h.GetDotId(), pr, h.GetMaster())
 	}
 	pr.CloseWithError(errors.New("receiver done"))
 	if err != nil {
@@ -146,14 +146,16 @@ func (s *Server) Push(ctx context.Context, r *api.PushRequest) (*api.PushReply, 
 		return nil, err
 	}
 	defer unlock()
-	return s.push(ctx, pool, r)
+	return s.push(ctx, pool, r, false)
 }
 
 // push brings the target's copy up to this pool's newest commit: from the
 // newest commit both hold, or in full when the target has none. A target
 // that holds commits this pool does not (it diverged) is dropped and
 // re-seeded, never merged.
-func (s *Server) push(ctx context.Context, pool *zfsd.Pool, r *api.PushRequest) (*api.PushReply, error) {
+//
+// In a handoff the target's copy becomes the master as it arrives.
+func (s *Server) push(ctx context.Context, pool *zfsd.Pool, r *api.PushRequest, handoff bool) (*api.PushReply, error) {
 	if s.peers == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this zfsd has no peer identity; it cannot push")
 	}
@@ -176,7 +178,7 @@ func (s *Server) push(ctx context.Context, pool *zfsd.Pool, r *api.PushRequest) 
 	newest := mine[len(mine)-1].Name
 	reply := &api.PushReply{Commit: newest}
 	if tok := theirs.GetResumeToken(); tok != "" {
-		n, ok, err := s.resume(ctx, pool, peer, id, tok, r.GetTargetAddress())
+		n, ok, err := s.resume(ctx, pool, peer, id, tok, r.GetTargetAddress(), handoff)
 		reply.Bytes, reply.ResumedBytes = n, n
 		if err != nil {
 			return nil, err
@@ -201,7 +203,7 @@ func (s *Server) push(ctx context.Context, pool *zfsd.Pool, r *api.PushRequest) 
 		return reply, nil
 	}
 	reply.Base = base
-	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Base: base, Commit: newest}, r.GetTargetAddress(),
+	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Base: base, Commit: newest, Master: handoff}, r.GetTargetAddress(),
 		func(w io.Writer) (int64, error) { return pool.Send(ctx, id, base, newest, w) })
 	reply.Bytes += n
 	if err != nil {
@@ -216,7 +218,7 @@ func (s *Server) push(ctx context.Context, pool *zfsd.Pool, r *api.PushRequest) 
 // pool cannot resume (its snapshots are gone, or another pool sent it) is
 // not an error: the caller sends afresh, and the target discards the
 // partial state before receiving that.
-func (s *Server) resume(ctx context.Context, pool *zfsd.Pool, peer *Client, id, token, target string) (int64, bool, error) {
+func (s *Server) resume(ctx context.Context, pool *zfsd.Pool, peer *Client, id, token, target string, handoff bool) (int64, bool, error) {
 	info, err := pool.ResumeInfo(ctx, id, token)
 	if err != nil {
 		klog.InfoS("cannot resume the interrupted stream; sending afresh", "dot", id, "target", target, "reason", err)
@@ -224,7 +226,7 @@ func (s *Server) resume(ctx context.Context, pool *zfsd.Pool, peer *Client, id, 
 	}
 	_, commit, _ := strings.Cut(info.ToName, "@")
 	klog.InfoS("resuming an interrupted stream", "dot", id, "target", target, "commit", commit, "bytesReceived", info.Bytes)
-	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Commit: commit, Resume: true}, target,
+	n, err := s.stream(ctx, peer, &api.ReceiveHeader{DotId: id, Commit: commit, Resume: true, Master: handoff}, target,
 		func(w io.Writer) (int64, error) { return pool.SendResume(ctx, id, token, w) })
 	if err != nil {
 		return n, false, err
@@ -301,7 +303,7 @@ func (s *Server) Handoff(ctx context.Context, r *api.PushRequest) (*api.PushRepl
 	if _, err := pool.CreateCommit(ctx, id, ""); err != nil {
 		return nil, errcode.ToStatus(err)
 	}
-	reply, err := s.push(ctx, pool, r)
+	reply, err := s.push(ctx, pool, r, true)
 	if err != nil {
 		return nil, err
 	}
