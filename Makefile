@@ -87,7 +87,7 @@ kube-bins:
 e2e-k8s: image e2e-images
 	@hack/need-packages.sh zfs-fuse containerd runc containernetworking-plugins
 	@set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./e2e/k8s/ 2>&1 | tee $(CACHE)/e2e-k8s.log | \
-		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|k8s_test.go:[0-9]+: '; rc=$$?; \
+		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|(k8s|pvpernode)_test.go:[0-9]+: '; rc=$$?; \
 	echo "full log: $(CACHE)/e2e-k8s.log"; exit $$rc
 
 # The OpenZFS tier: the ZFS integration tests and in-process csi-sanity in an
