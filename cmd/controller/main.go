@@ -15,11 +15,13 @@ import (
 	"flag"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -47,7 +49,7 @@ func main() {
 		resync      = flag.Duration("replication-resync", 10*time.Second, "how often lagging replicas are caught up")
 		metricsAddr = flag.String("metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
 		configMap   = flag.String("config-map", operator.DefaultConfigMap, "ConfigMap (in --namespace) that configures the PV-per-node operator")
-		poolImage   = flag.String("pool-image", operator.DefaultPoolImage, "image of the operator's pool pods (it needs /dotmesh-node)")
+		poolImage   = flag.String("pool-image", "", "image of the operator's pool pods (it needs /dotmesh-node); default this controller's own image, read from its pod (POD_NAME), else "+operator.DefaultPoolImage)
 		opResync    = flag.Duration("operator-resync", operator.DefaultResync, "how often the operator reconciles backing PVCs and pool pods")
 	)
 	klog.InitFlags(nil)
@@ -136,6 +138,9 @@ func startOperator(ctx context.Context, cfg *rest.Config, opts operator.Options)
 		defer close(done)
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err == nil {
+			if opts.PoolImage == "" {
+				opts.PoolImage = ownImage(ctx, cs, opts.Namespace)
+			}
 			err = operator.Run(ctx, cs, opts)
 		}
 		if err != nil {
@@ -159,4 +164,26 @@ func rebuildThenReconcile(ctx context.Context, ms *mesh.Store, every time.Durati
 		klog.InfoS("cluster view rebuilt from the pools", "restored", n)
 	}
 	ms.Reconcile(ctx, every)
+}
+
+// ownImage is the image of this controller's container, read from its pod,
+// so pool pods run the same build however the image was renamed (a
+// registry of one's own, kustomize images:). Outside a pod it is "", and
+// the operator's default applies.
+func ownImage(ctx context.Context, cs kubernetes.Interface, namespace string) string {
+	name := os.Getenv("POD_NAME")
+	if name == "" {
+		return ""
+	}
+	pod, err := cs.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		klog.ErrorS(err, "reading this controller's pod for the pool pods' image; using the default", "pod", name)
+		return ""
+	}
+	for _, c := range pod.Spec.Containers {
+		if len(c.Command) > 0 && filepath.Base(c.Command[0]) == "dotmesh-controller" {
+			return c.Image
+		}
+	}
+	return ""
 }
