@@ -384,6 +384,15 @@ func (e *env) deleteWorkloads() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	start := time.Now()
+	defer func() {
+		if ctx.Err() != nil {
+			out, _ := e.h.Kubectl(context.Background(), "get", "pods,pvc,pv,volumesnapshots", "-n", e.ns)
+			e.root.Logf("workloads not all gone after %s:\n%s", time.Since(start).Round(time.Second), out)
+			return
+		}
+		e.root.Logf("workloads deleted in %s", time.Since(start).Round(100*time.Millisecond))
+	}()
 	_ = e.cs.CoreV1().Pods(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	for ctx.Err() == nil {
 		pods, err := e.cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
