@@ -115,7 +115,7 @@ func installOverlay(t testing.TB, nodes int, overlay string, setup func(*multino
 		_, err := e.cs.CoreV1().ServiceAccounts(e.ns).Get(e.ctx(), "default", metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
-	t.Cleanup(e.deleteWorkloads)
+	t.Cleanup(func() { e.deleteWorkloads() })
 	t.Cleanup(e.dumpOnFailure) // first: before the workloads go
 	return e
 }
@@ -378,15 +378,17 @@ func (e *env) storageClass(name string, params map[string]string, mode storagev1
 
 // deleteWorkloads removes what the scenarios left, gracefully, so the
 // driver unpublishes and deletes through CSI before the cluster goes.
-func (e *env) deleteWorkloads() {
+//
+// It reports whether everything went; what is left, it logs.
+func (e *env) deleteWorkloads() (gone bool) {
 	if e.root.Failed() && os.Getenv("E2E_HOLD_FILE") != "" {
-		return // left for the person holding the cluster
+		return false // left for the person holding the cluster
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
 	defer func() {
-		if ctx.Err() != nil {
+		if gone = ctx.Err() == nil; !gone {
 			out, _ := e.h.Kubectl(context.Background(), "get", "pods,pvc,pv,volumesnapshots", "-n", e.ns)
 			e.root.Logf("workloads not all gone after %s:\n%s", time.Since(start).Round(time.Second), out)
 			return
@@ -396,7 +398,7 @@ func (e *env) deleteWorkloads() {
 	_ = e.cs.CoreV1().Pods(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	for ctx.Err() == nil {
 		pods, err := e.cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
-		if err != nil || len(pods.Items) == 0 {
+		if err == nil && len(pods.Items) == 0 {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -407,13 +409,14 @@ func (e *env) deleteWorkloads() {
 	// which the operator keeps for as long as the cluster lives.
 	for ctx.Err() == nil {
 		pvs, err := e.cs.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil || !slices.ContainsFunc(pvs.Items, func(pv corev1.PersistentVolume) bool {
+		if err == nil && !slices.ContainsFunc(pvs.Items, func(pv corev1.PersistentVolume) bool {
 			return pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == e.ns
 		}) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	return // gone is set by the deferred report
 }
 
 // dumpOnFailure prints what a reader needs to see why.

@@ -192,6 +192,15 @@ func TestPVPerNode(t *testing.T) {
 			t.Fatalf("node %s past the cap got pool %s", joined.Name, poolOf(got, joined.Name))
 		}
 	})
+
+	// Here, not in a cleanup: the nodes that joined during the test are
+	// torn down before the cleanups registered at install run, and the
+	// controller may be on one of them.
+	step("every claim, snapshot and dot deletes after all the moves", func() {
+		if !e.deleteWorkloads() {
+			t.Fatal("claims or volumes left after deleting them (see above)")
+		}
+	})
 }
 
 // waitBacking waits until the backing PVCs (name -> assigned node) satisfy
