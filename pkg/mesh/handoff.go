@@ -92,16 +92,14 @@ func (s *Store) localTarget(ctx context.Context, rec cluster.Dot) (*zfsd.Pool, e
 	return best, nil
 }
 
-// localCopy is the local pool holding a copy of the dot: its master if that
-// is local, else the first local pool that has one; nil when none does.
-func (s *Store) localCopy(ctx context.Context, id string) *zfsd.Pool {
+// localCopy is the local pool holding a copy of the dot: master, if that
+// pool is local, else the first local pool that has one; nil when none does.
+func (s *Store) localCopy(ctx context.Context, id, master string) *zfsd.Pool {
 	if s.cfg.Local == nil {
 		return nil
 	}
-	if rec, err := s.cfg.View.GetDot(ctx, id); err == nil {
-		if p, ok := s.cfg.Local.Get(rec.Master); ok {
-			return p
-		}
+	if p, ok := s.cfg.Local.Get(master); ok {
+		return p
 	}
 	for _, p := range s.cfg.Local.List() {
 		if _, err := p.GetDot(ctx, id); err == nil {
@@ -111,8 +109,17 @@ func (s *Store) localCopy(ctx context.Context, id string) *zfsd.Pool {
 	return nil
 }
 
+// viewMaster is the dot's master as the view has it, "" when it has none.
+func (s *Store) viewMaster(ctx context.Context, id string) string {
+	rec, err := s.cfg.View.GetDot(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return rec.Master
+}
+
 func (s *Store) UnmountDot(ctx context.Context, id string) error {
-	if p := s.localCopy(ctx, id); p != nil {
+	if p := s.localCopy(ctx, id, s.viewMaster(ctx, id)); p != nil {
 		return p.UnmountDot(ctx, id)
 	}
 	return nil
@@ -120,7 +127,7 @@ func (s *Store) UnmountDot(ctx context.Context, id string) error {
 
 // UnstageDot undoes StageDot on the local pool that holds the dot.
 func (s *Store) UnstageDot(ctx context.Context, id, path string) error {
-	if p := s.localCopy(ctx, id); p != nil {
+	if p := s.localCopy(ctx, id, s.viewMaster(ctx, id)); p != nil {
 		return p.UnstageDot(ctx, id, path)
 	}
 	return nil

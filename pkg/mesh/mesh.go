@@ -188,7 +188,7 @@ func (s *Store) GetDot(ctx context.Context, id string) (zfsd.Dot, error) {
 		}
 		err = status.Errorf(codes.Unavailable, "dot %s: master pool %s on node %s does not answer: %v", id, rec.Master, p.Node, err)
 	}
-	if lp := s.localCopy(ctx, id); lp != nil {
+	if lp := s.localCopy(ctx, id, rec.Master); lp != nil {
 		if d, lerr := lp.GetDot(ctx, id); lerr == nil {
 			d.Pool = rec.Master
 			return d, nil
