@@ -291,11 +291,11 @@ func (k *Kube) PutPool(ctx context.Context, p Pool, stale time.Duration) error {
 
 func (k *Kube) ReleasePool(ctx context.Context, name, node string) error {
 	return k.writePool(ctx, name, func(cur Pool, exists bool) (Pool, error) {
-		if !exists || cur.Node != node {
+		p, ok := released(cur, node)
+		if !exists || !ok {
 			return cur, errSkipWrite
 		}
-		cur.Node, cur.Address = "", ""
-		return cur, nil
+		return p, nil
 	})
 }
 

@@ -43,9 +43,10 @@ func (m *Memory) PutPool(_ context.Context, p Pool, stale time.Duration) error {
 func (m *Memory) ReleasePool(_ context.Context, name, node string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if p, ok := m.pools[name]; ok && p.Node == node {
-		p.Node, p.Address = "", ""
-		m.pools[name] = p
+	if cur, ok := m.pools[name]; ok {
+		if p, ok := released(cur, node); ok {
+			m.pools[name] = p
+		}
 	}
 	return nil
 }

@@ -127,6 +127,15 @@ type View interface {
 // claimable says whether p may replace the record cur: the pool is free
 // (released, or never held), already p.Node's, or its holder has not been
 // heard from within stale.
+// released is cur with no holder, if node holds it; false leaves it as is.
+func released(cur Pool, node string) (Pool, bool) {
+	if cur.Node != node {
+		return cur, false
+	}
+	cur.Node, cur.Address = "", ""
+	return cur, true
+}
+
 func claimable(cur, p Pool, stale time.Duration) error {
 	if cur.Node == "" || cur.Node == p.Node || p.LastHeartbeat.Sub(cur.LastHeartbeat) >= stale {
 		return nil
