@@ -331,15 +331,7 @@ func (p *planner) create(node string) {
 }
 
 // count is how many pools node holds, as planned so far.
-func (p *planner) count(node string) int {
-	n := 0
-	for _, c := range p.claims {
-		if c.node == node {
-			n++
-		}
-	}
-	return n
-}
+func (p *planner) count(node string) int { return len(p.claimsOn(node)) }
 
 // claimsOn lists node's PVCs by name.
 func (p *planner) claimsOn(node string) []*claim {
