@@ -25,11 +25,22 @@ func detachFromGoneNodes(ctx context.Context, cs kubernetes.Interface, s State) 
 	for _, n := range s.Nodes {
 		exists[n.Name] = true
 	}
+	running := map[string]bool{} // pool -> its pod runs on the PVC's node
+	for _, pod := range s.Pods {
+		running[pod.Pool+"/"+pod.Node] = running[pod.Pool+"/"+pod.Node] || pod.Running
+	}
 	assigned := map[string]string{} // PV -> the node its PVC is assigned to
+	waiting := false
 	for _, p := range s.PVCs {
 		if p.Volume != "" {
 			assigned[p.Volume] = p.Node
+			// Only a pool pod still waiting for its disk can be held up
+			// by a stale attachment; with none, the pass lists nothing.
+			waiting = waiting || (exists[p.Node] && !running[p.Name+"/"+p.Node])
 		}
+	}
+	if !waiting {
+		return nil
 	}
 	vas, err := cs.StorageV1().VolumeAttachments().List(ctx, metav1.ListOptions{})
 	if err != nil {

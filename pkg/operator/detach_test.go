@@ -51,3 +51,20 @@ func TestDetachFromGoneNodes(t *testing.T) {
 		t.Fatalf("attachments left: %v, want %v", left, want)
 	}
 }
+
+// With every assigned PVC's pool pod Running on its node, no disk is
+// waiting to attach, and the pass does not even list attachments.
+func TestDetachListsNothingWhenNoPoolPodWaits(t *testing.T) {
+	cs := fake.NewSimpleClientset(attachment("moved", "pv-moved", "gone"))
+	s := State{
+		Nodes: []Node{{Name: "n1"}},
+		PVCs:  []BackingPVC{{Name: "a", Node: "n1", Volume: "pv-moved"}},
+		Pods:  []PoolPod{{Name: "a-n1", Pool: "a", Node: "n1", Running: true}},
+	}
+	if err := detachFromGoneNodes(context.Background(), cs, s); err != nil {
+		t.Fatal(err)
+	}
+	if acts := cs.Actions(); len(acts) != 0 {
+		t.Fatalf("API calls with no pool pod waiting: %v", acts)
+	}
+}
