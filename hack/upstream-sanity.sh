@@ -26,6 +26,6 @@ trap cleanup EXIT
 for _ in $(seq 1 300); do [ -S "$sock" ] && break; kill -0 "$pid" 2>/dev/null || { cat "$work/node.log"; exit 1; }; sleep 0.1; done
 
 set -o pipefail
-"$root/.cache/bin/csi-sanity" --csi.endpoint="unix://$sock" --csi.testvolumesize=67108864 --ginkgo.no-color 2>&1 | tee "$work/csi-sanity.log" |
+csi-sanity --csi.endpoint="unix://$sock" --csi.testvolumesize=67108864 --ginkgo.no-color 2>&1 | tee "$work/csi-sanity.log" |
 	grep -E '^Ran [0-9]+ of|Passed \||^(FAIL|PASS|ok)' || { echo "upstream csi-sanity failed; log: $work/csi-sanity.log, driver log: $work/node.log"; exit 1; }
-echo "upstream csi-sanity $(go version -m "$root/.cache/bin/csi-sanity" | awk '$1=="mod"{print $3}') passed; log $work/csi-sanity.log"
+echo "upstream csi-sanity $(go version -m "$(command -v csi-sanity)" | awk '$1=="mod"{print $3}') passed; log $work/csi-sanity.log"

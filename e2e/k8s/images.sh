@@ -8,7 +8,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/bin/images
-kbin=$root/.cache/kube/bin
+kbin=$("$root/e2e/kube/build.sh" --bin-dir)
 mkdir -p "$out"
 mkimage() { (cd "$root" && go run ./hack/mkimage "$@"); }
 

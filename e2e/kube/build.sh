@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes, etcd and CSI sidecar binaries the e2e harnesses
-# need, through the Go module proxy, and caches them as
-# .cache/kube/bin/<name>-<version> (ignored). A cached binary is never rebuilt.
+# need, through the Go module proxy, and caches them in the machine-wide
+# cache (hack/cache-dir.sh) as kube/<key>/bin/<name>-<version>, where <key>
+# hashes this script and the Go version: a cached binary is never rebuilt,
+# and a change to either builds afresh.
+#   e2e/kube/build.sh --bin-dir    prints the folder the binaries are in
 #   e2e/kube/build.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
 #     csi-provisioner csi-snapshotter snapshot-controller csi-resizer csi-attacher
 # `go install` refuses k8s.io/kubernetes, etcd's server module and the
@@ -15,8 +18,13 @@ PROVISIONER_VERSION=v6.4.0
 SNAPSHOTTER_VERSION=v8.7.0
 RESIZER_VERSION=v2.3.0
 ATTACHER_VERSION=v4.13.0
-cache=$root/.cache/kube
-bin=$cache/bin
+cache=$("$root/hack/cache-dir.sh")/kube
+key=$( (cat "$0"; go env GOVERSION) | sha256sum | cut -c1-12)
+bin=$cache/$key/bin
+if [ "${1:-}" = --bin-dir ]; then
+	echo "$bin"
+	exit 0
+fi
 mkdir -p "$bin"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 

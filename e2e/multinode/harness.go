@@ -148,11 +148,16 @@ func (h *Harness) run(args ...string) string {
 // first use (e2e/kube/build.sh).
 func (h *Harness) kubeBinary(name, version string) string {
 	h.t.Helper()
-	p := filepath.Join(procs.Root(), ".cache", "kube", "bin", name+"-"+version)
+	build := filepath.Join(procs.Root(), "e2e", "kube", "build.sh")
+	dir, err := exec.Command(build, "--bin-dir").Output()
+	if err != nil {
+		h.t.Fatalf("finding the Kubernetes binaries' cache: %v", err)
+	}
+	p := filepath.Join(strings.TrimSpace(string(dir)), name+"-"+version)
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	cmd := exec.Command(filepath.Join(procs.Root(), "e2e", "kube", "build.sh"), name)
+	cmd := exec.Command(build, name)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		h.t.Fatalf("building %s: %v\n%s", name, err, out)
 	}

@@ -2,7 +2,8 @@
 # Builds the guest image for the OpenZFS tier once: Debian bookworm with its
 # stock kernel, zfs-dkms and zfsutils-linux from contrib (DKMS builds the
 # module for the guest kernel during the install, about 4 minutes). The image
-# is cached under .cache/openzfs/<recipe hash>/ and rebuilt only when this
+# is cached in the machine-wide cache (hack/cache-dir.sh) under
+# openzfs/<recipe hash>/ and rebuilt only when this
 # script or the guest files change. Prints the image folder, and nothing else,
 # on stdout: every tool's chatter goes to stderr (mkfs.ext4 -q still prints
 # "Creating regular file" on stdout, which once ended up in the image path).
@@ -11,7 +12,7 @@ exec 3>&1 1>&2
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 hash=$(cat "$here/build-image.sh" "$here"/guest/* | sha256sum | cut -c1-12)
-out=$root/.cache/openzfs/$hash
+out=$("$root/hack/cache-dir.sh")/openzfs/$hash
 if [ -f "$out/disk.img" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.img" ]; then
 	echo "$out" >&3
 	exit 0
