@@ -56,7 +56,7 @@ type options struct {
 	hostRoot                                                                                           string
 	zfsdEndpoint, zfsdListen, zfsdAdvertise                                                            string
 	kubeconfig, namespace, caSecret, tlsCA, tlsCert, tlsKey                                            string
-	heartbeat, unreachable, failoverGrace                                                              time.Duration
+	heartbeat, unreachable, failoverGrace, poolCheck                                                   time.Duration
 	metricsAddr, registrationPath, registrationDir, kubeletDir                                         string
 }
 
@@ -85,6 +85,7 @@ func main() {
 	flag.StringVar(&o.tlsKey, "tls-key-file", "", "cluster mode: this node's key file")
 	flag.DurationVar(&o.heartbeat, "heartbeat", 2*time.Second, "cluster mode: how often this node refreshes its pool in the cluster view")
 	flag.DurationVar(&o.unreachable, "unreachable-after", 10*time.Second, "cluster mode: a pool not heard from this long is unreachable; staging its dots elsewhere fails fast")
+	flag.DurationVar(&o.poolCheck, "pool-check-interval", 5*time.Second, "how often each pool is checked; a pool whose ZFS restarted or that is no longer imported is imported again and served")
 	flag.DurationVar(&o.failoverGrace, "failover-grace", 2*time.Minute, "cluster mode: a master unreachable this long is replaced by its most up-to-date replica")
 	flag.StringVar(&o.metricsAddr, "metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
 	flag.StringVar(&o.registrationPath, "kubelet-registration-path", "", "the CSI socket's path as the kubelet sees it; when set, register with the kubelet's plugin watcher")
@@ -144,6 +145,8 @@ func run(o options) int {
 		pools.Add(pool)
 		store = pool
 	}
+
+	go pools.Monitor(ctx, o.poolCheck)
 
 	var eps []driver.Endpoint
 	var peers *remote.Dialer

@@ -17,6 +17,7 @@ import (
 
 // CSI is a client of one plugin socket, as the kubelet or a sidecar is.
 type CSI struct {
+	csi.IdentityClient
 	csi.ControllerClient
 	csi.NodeClient
 	conn *grpc.ClientConn
@@ -29,7 +30,8 @@ func (h *Harness) Dial(sock string) *CSI {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { conn.Close() })
-	return &CSI{ControllerClient: csi.NewControllerClient(conn), NodeClient: csi.NewNodeClient(conn), conn: conn}
+	return &CSI{IdentityClient: csi.NewIdentityClient(conn), ControllerClient: csi.NewControllerClient(conn),
+		NodeClient: csi.NewNodeClient(conn), conn: conn}
 }
 
 // MountCap is a single-node-writer filesystem capability.
@@ -43,8 +45,7 @@ func MountCap() *csi.VolumeCapability {
 // Stage stages and publishes a volume on node n through its plugin, as the
 // kubelet does, and returns the target path (inside the node).
 func (n *Node) Stage(ctx context.Context, c *CSI, id string) (string, error) {
-	staging := filepath.Join(n.KubeletDir(), "staging", id)
-	target := filepath.Join(n.KubeletDir(), "pods", id, "mount")
+	staging, target := n.StagePaths(id)
 	if _, err := c.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: MountCap()}); err != nil {
 		return "", err
 	}
@@ -54,10 +55,14 @@ func (n *Node) Stage(ctx context.Context, c *CSI, id string) (string, error) {
 	return target, nil
 }
 
+// StagePaths are where Stage stages and publishes a volume on node n.
+func (n *Node) StagePaths(id string) (staging, target string) {
+	return filepath.Join(n.KubeletDir(), "staging", id), filepath.Join(n.KubeletDir(), "pods", id, "mount")
+}
+
 // Unstage undoes Stage.
 func (n *Node) Unstage(ctx context.Context, c *CSI, id string) error {
-	staging := filepath.Join(n.KubeletDir(), "staging", id)
-	target := filepath.Join(n.KubeletDir(), "pods", id, "mount")
+	staging, target := n.StagePaths(id)
 	if _, err := c.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
 		return err
 	}

@@ -106,12 +106,60 @@ func (h *Harness) addNode(i int, diskSize int64) *Node {
 	h.run("mkfs.ext4", "-q", "-F", img)
 	n.mustExec("mount", "-o", "loop", img, n.DiskDir)
 
-	n.mustExec("zfs-fuse", "--no-kstat-mount", "--pidfile", filepath.Join(n.Dir, "zfs-fuse.pid"))
-	waitFor(t, 20*time.Second, func() bool {
-		_, err := n.Exec(context.Background(), "zpool", "list")
-		return err == nil
-	})
+	if err := n.StartZfsFuse(); err != nil {
+		t.Fatal(err)
+	}
 	return n
+}
+
+// StartZfsFuse starts the node's zfs-fuse daemon, as a machine's boot (or
+// systemd, restarting it) would, and waits until it answers. The driver
+// imports its pools with cachefile=none, so the daemon brings none of them
+// back by itself.
+func (n *Node) StartZfsFuse() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if pid := n.zfsFusePID(); pid > 0 {
+		return fmt.Errorf("%s: zfs-fuse is already running (pid %d)", n.Name, pid)
+	}
+	// zfs-fuse refuses to start while the pid in its pid file exists, and
+	// a daemon killed here lingers as a zombie (this machine's pid 1 may
+	// not reap it). systemd removes a dead service's PIDFile likewise.
+	if err := os.Remove(n.zfsFusePidfile()); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	if out, err := n.Exec(ctx, "zfs-fuse", "--no-kstat-mount", "--pidfile", n.zfsFusePidfile()); err != nil {
+		return fmt.Errorf("%s: starting zfs-fuse: %w\n%s", n.Name, err, out)
+	}
+	for {
+		_, err := n.Exec(ctx, "zpool", "list")
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: zfs-fuse not answering 20 s after it started: %w", n.Name, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// StopZfsFuse sends sig to the node's zfs-fuse daemon and waits, at most
+// limit, until it is gone. The daemon's FUSE mounts stay behind, dead.
+func (n *Node) StopZfsFuse(sig syscall.Signal, limit time.Duration) error {
+	pid := n.zfsFusePID()
+	if pid == 0 {
+		return nil
+	}
+	signal(pid, sig)
+	deadline := time.Now().Add(limit)
+	for n.zfsFusePID() == pid {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: zfs-fuse (pid %d) still running %s after %v", n.Name, pid, limit, sig)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }
 
 func waitFor(t testing.TB, limit time.Duration, ok func() bool) {
@@ -159,12 +207,23 @@ func (n *Node) Start(name string, args ...string) *procs.Proc {
 
 // StartPlugin runs the node plugin in cluster mode and waits for its socket.
 func (n *Node) StartPlugin(args ...string) *procs.Proc {
+	return n.startPlugin("1536Mi", append([]string{"--kubeconfig=" + n.h.Kubeconfig, "--namespace=" + Namespace,
+		"--zfsd-listen=" + n.IP + ":7455"}, args...)...)
+}
+
+// StartStandalone runs the node plugin with --standalone (CSI Identity,
+// Controller and Node on one socket, a local pool, no Kubernetes) and
+// waits for its socket.
+func (n *Node) StartStandalone(poolSize string, args ...string) *procs.Proc {
+	return n.startPlugin(poolSize, append([]string{"--standalone"}, args...)...)
+}
+
+func (n *Node) startPlugin(poolSize string, args ...string) *procs.Proc {
 	sock := n.Socket()
 	_ = os.Remove(sock)
 	n.Plugin = n.Start("plugin", append([]string{n.h.Bin["node"], "--endpoint=unix://" + sock, "--node-id=" + n.Name,
-		"--data-dir=" + filepath.Join(n.DiskDir, "dotmesh"), "--pool-name=pool-" + n.Name, "--pool-size=1536Mi",
-		"--mount-root=" + filepath.Join(n.Dir, "mnt"), "--kubeconfig=" + n.h.Kubeconfig, "--namespace=" + Namespace,
-		"--zfsd-listen=" + n.IP + ":7455", "--allowed-target-dirs=" + n.KubeletDir(), "--v=2"}, args...)...)
+		"--data-dir=" + filepath.Join(n.DiskDir, "dotmesh"), "--pool-name=pool-" + n.Name, "--pool-size=" + poolSize,
+		"--mount-root=" + filepath.Join(n.Dir, "mnt"), "--allowed-target-dirs=" + n.KubeletDir(), "--v=2"}, args...)...)
 	n.Plugin.WaitForSocket(n.h.t, sock, time.Minute)
 	return n.Plugin
 }
@@ -175,12 +234,30 @@ func (n *Node) Socket() string { return filepath.Join(n.Dir, "csi.sock") }
 // KubeletDir is where staging and target paths go on this node.
 func (n *Node) KubeletDir() string { return filepath.Join(n.Dir, "kubelet") }
 
+func (n *Node) zfsFusePidfile() string { return filepath.Join(n.Dir, "zfs-fuse.pid") }
+
+// zfsFusePID is the node's zfs-fuse daemon, or 0 when it is not running.
+// The pid file outlives a killed daemon, and its number may since belong
+// to another process (the host's own zfs-fuse, say): only a process in
+// this node's mount namespace is the node's.
 func (n *Node) zfsFusePID() int {
-	b, err := os.ReadFile(filepath.Join(n.Dir, "zfs-fuse.pid"))
+	b, err := os.ReadFile(n.zfsFusePidfile())
 	if err != nil {
 		return 0
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		return 0
+	}
+	// A zombie has no namespaces left to read, so it counts as gone.
+	theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return 0
+	}
+	ours, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", n.Holder))
+	if err != nil || theirs != ours {
+		return 0
+	}
 	return pid
 }
 
@@ -211,12 +288,8 @@ func (n *Node) teardown() {
 	if !n.dead {
 		_, _ = n.Exec(ctx, "sh", "-c", "zpool list -H -o name | xargs -r -n1 zpool export -f")
 	}
-	if pid := n.zfsFusePID(); pid > 0 {
-		signal(pid, syscall.SIGTERM)
-		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
-		signal(pid, syscall.SIGKILL)
+	if n.StopZfsFuse(syscall.SIGTERM, 5*time.Second) != nil {
+		_ = n.StopZfsFuse(syscall.SIGKILL, 5*time.Second)
 	}
 	n.unmountFuse()
 	_, _ = n.Exec(ctx, "umount", "-l", n.DiskDir)

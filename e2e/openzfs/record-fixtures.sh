@@ -74,6 +74,9 @@ zpool destroy tank2
 rm -f /var/tmp/vdev2
 zpool destroy tank
 rm -f /var/tmp/vdev
+# ZFS itself unavailable: what every command says without the module.
+modprobe -r zfs
+rec err-no-module.txt zfs list
 RUN
 chmod +x "$work/payload/run.sh"
 mkfs.ext4 -q -F -d "$work/payload" "$work/payload.img" 64M >&2

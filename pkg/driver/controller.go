@@ -353,6 +353,15 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if cap := req.GetVolumeCapability(); cap != nil {
+		if block := cap.GetBlock() != nil; block != dot.Block {
+			return nil, invalidf("volume %s is a %s volume; it cannot be expanded as %s", id, kind(dot.Block), kind(block))
+		}
+	}
+	// Volumes never shrink, so a limit below the current size cannot be met.
+	if lim := req.GetCapacityRange().GetLimitBytes(); lim > 0 && dot.Capacity > lim {
+		return nil, statusf(outOfRange, "volume %s already has %d bytes, more than the limit of %d; volumes do not shrink", id, dot.Capacity, lim)
+	}
 	size, err := capacity(req.GetCapacityRange(), dot.Capacity)
 	if err != nil {
 		return nil, err

@@ -3,12 +3,15 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
@@ -59,6 +62,12 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err := checkCapability(req.GetVolumeCapability(), anyZvols(pools)); err != nil {
 		return nil, err
 	}
+	// A block volume's staging path is never mounted on; a filesystem's is.
+	if req.GetVolumeCapability().GetMount() != nil {
+		if err := checkFolder("staging target path", staging); err != nil {
+			return nil, err
+		}
+	}
 	rel, err := d.lockOrAbort("volume/" + id)
 	if err != nil {
 		return nil, err
@@ -104,14 +113,20 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 		return nil, err
 	}
 	defer rel()
+	// Another volume's mount at the path is refused before the store is
+	// asked to unstage anything.
+	if err := onlyVolumeAt("staging target path", id, staging); err != nil {
+		return nil, err
+	}
 	if isDotID(id) {
 		if err := d.store.UnstageDot(ctx, id, staging); err != nil && !isNotFound(err) {
-			return nil, statusf(codes.Internal, "volume %s: unstaging %s: %v", id, staging, err)
+			return nil, toStatus(fmt.Errorf("volume %s: unstaging %s: %w", id, staging, err))
 		}
 	}
-	// Whatever else is left there (nothing, normally) goes too.
-	if err := mountinfo.Unmount(staging); err != nil {
-		return nil, statusf(codes.Internal, "volume %s: unstaging %s: %v", id, staging, err)
+	// What the store left there (a dead or stacked mount of the volume)
+	// goes too; anything else stays.
+	if err := unmountVolume("staging target path", id, staging); err != nil {
+		return nil, err
 	}
 	klog.V(2).InfoS("volume unstaged", "volume", id, "staging", staging)
 	return &csi.NodeUnstageVolumeResponse{}, nil
@@ -139,6 +154,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := checkCapability(capability, true); err != nil {
 		return nil, err
 	}
+	if err := checkTargetKind(target, capability.GetBlock() != nil); err != nil {
+		return nil, err
+	}
 	rel, err := d.lockOrAbort("publish/" + target)
 	if err != nil {
 		return nil, err
@@ -155,13 +173,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if dot.Block {
 		return d.publishBlock(ctx, id, target, readOnly, mode(capability))
 	}
+	sm, err := stagedAt(id, staging)
+	if err != nil {
+		return nil, err
+	}
 	mounts, err := mountinfo.ReadFile(selfMountinfo)
 	if err != nil {
 		return nil, statusf(codes.Internal, "reading mounts: %v", err)
-	}
-	sm, ok := mountinfo.IsMountPoint(mounts, staging)
-	if !ok {
-		return nil, statusf(codes.FailedPrecondition, "volume %s is not staged at %s", id, staging)
 	}
 	mode := capability.GetAccessMode().GetMode()
 	if mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
@@ -173,6 +191,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 				return nil, statusf(codes.FailedPrecondition, "volume %s is single-writer and already published at %s", id, o.MountPoint)
 			}
 		}
+	}
+	// A bind of the volume left dead at the target (zfs-fuse restarted
+	// under it) would pass for published; it goes, and is bound afresh.
+	if _, _, err := mountinfo.DetachDead(target, volumeMount(id)); err != nil {
+		return nil, statusf(codes.Internal, "volume %s: target %s: %v", id, target, err)
 	}
 	if err := mountinfo.Bind(staging, target, readOnly); err != nil {
 		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
@@ -198,8 +221,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, err
 	}
 	defer rel()
-	if err := mountinfo.Unmount(target); err != nil {
-		return nil, statusf(codes.Internal, "volume %s: unpublishing %s: %v", id, target, err)
+	if err := unmountVolume("target path", id, target); err != nil {
+		return nil, err
 	}
 	// The SP removes what it created at the target path; a non-empty or
 	// missing folder is left as it is.
@@ -223,8 +246,9 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := os.Stat(p); err != nil {
-		return nil, notFoundf("volume %s: path %s: %v", id, p, err)
+	p, err = d.volumeAt(id, p)
+	if err != nil {
+		return nil, err
 	}
 	if dot.Block {
 		return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: dot.Capacity}}}, nil
@@ -255,8 +279,8 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := os.Stat(req.GetVolumePath()); err != nil {
-		return nil, notFoundf("volume %s: path %s: %v", id, req.GetVolumePath(), err)
+	if _, err := d.volumeAt(id, req.GetVolumePath()); err != nil {
+		return nil, err
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: dot.Capacity}, nil
 }
@@ -297,4 +321,163 @@ func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly b
 
 func mode(c *csi.VolumeCapability) csi.VolumeCapability_AccessMode_Mode {
 	return c.GetAccessMode().GetMode()
+}
+
+// volumeMount returns the test the Node calls use to act only on the
+// volume they name: is m a mount of volume id? A filesystem dot's mounts
+// (its staging mount and the binds of it, which keep the source) show its
+// dataset <pool>/dots/<id>, on any of the node's pools. A block dot's
+// publication is a bind of its zvol's device node, which shows as the
+// device filesystem with the node's name as its root. Nothing is a mount
+// of an ID that is not a dot ID.
+func volumeMount(id string) func(mountinfo.Mount) bool {
+	if !isDotID(id) {
+		return func(mountinfo.Mount) bool { return false }
+	}
+	suffix := "/dots/" + id
+	devices := zvolNodes(id)
+	return func(m mountinfo.Mount) bool {
+		switch m.FSType {
+		case "zfs", "fuse.zfs":
+			pool, ok := strings.CutSuffix(m.Source, suffix)
+			return ok && pool != "" && !strings.Contains(pool, "/")
+		case "devtmpfs":
+			return devices[m.Root]
+		}
+		return false
+	}
+}
+
+// zvolNodes returns, as mountinfo roots ("/zd0"), the device nodes of
+// volume id's zvols on this node's pools; none where zvols do not exist.
+func zvolNodes(id string) map[string]bool {
+	links, _ := filepath.Glob("/dev/zvol/*/dots/" + id)
+	out := map[string]bool{}
+	for _, l := range links {
+		if real, err := filepath.EvalSymlinks(l); err == nil {
+			out["/"+filepath.Base(real)] = true
+		}
+	}
+	return out
+}
+
+// onlyVolumeAt refuses a path holding any mount that is not volume id's.
+func onlyVolumeAt(kind, id, path string) error {
+	stack, err := mountinfo.StackAt(path)
+	if err != nil {
+		return statusf(codes.Internal, "volume %s: %s %s: %v", id, kind, path, err)
+	}
+	ours := volumeMount(id)
+	for _, m := range stack {
+		if !ours(m) {
+			return notOurs(kind, id, path, m)
+		}
+	}
+	return nil
+}
+
+// unmountVolume unmounts volume id's mounts stacked at path; a mount of
+// anything else there is refused and left as it is. Nothing mounted there
+// is success, so a retried call finds its work done.
+func unmountVolume(kind, id, path string) error {
+	err := mountinfo.UnmountOnly(path, volumeMount(id))
+	var foreign *mountinfo.ForeignMountError
+	if errors.As(err, &foreign) {
+		return notOurs(kind, id, path, foreign.Mount)
+	}
+	if err != nil {
+		return statusf(codes.Internal, "volume %s: unmounting %s %s: %v", id, kind, path, err)
+	}
+	return nil
+}
+
+func notOurs(kind, id, path string, m mountinfo.Mount) error {
+	return statusf(codes.FailedPrecondition, "%s %s holds %s, which is not a mount of volume %s; left as it is", kind, path, mountinfo.Describe(m), id)
+}
+
+// stagedAt returns volume id's staging mount at path, refusing a path that
+// holds nothing, another volume's mount, or a mount of this one that no
+// longer answers (binding that would publish a dead mount).
+func stagedAt(id, path string) (mountinfo.Mount, error) {
+	stack, err := mountinfo.StackAt(path)
+	if err != nil {
+		return mountinfo.Mount{}, statusf(codes.Internal, "volume %s: staging target path %s: %v", id, path, err)
+	}
+	if len(stack) == 0 {
+		return mountinfo.Mount{}, statusf(codes.FailedPrecondition, "volume %s is not staged at %s", id, path)
+	}
+	top := stack[len(stack)-1]
+	if !volumeMount(id)(top) {
+		return mountinfo.Mount{}, statusf(codes.FailedPrecondition, "volume %s is not staged at %s: it holds %s", id, path, mountinfo.Describe(top))
+	}
+	if err := mountinfo.CheckAlive(path); errors.Is(err, mountinfo.ErrDeadMount) {
+		return mountinfo.Mount{}, statusf(codes.FailedPrecondition, "volume %s: its staging mount at %s is dead (%v); NodeStageVolume mounts it again", id, path, err)
+	} else if err != nil {
+		return mountinfo.Mount{}, statusf(codes.Internal, "volume %s: staging target path %s: %v", id, path, err)
+	}
+	return top, nil
+}
+
+// volumeAt checks that path is one of volume id's own paths: inside the
+// allowed folders and, on top, a mount of the volume (its staging mount or
+// a publication). Anything else is NotFound, as the spec has it for a
+// volume that does not exist on the given path, so a caller learns nothing
+// about other paths.
+func (d *Driver) volumeAt(id, path string) (string, error) {
+	p, err := d.checkPath("volume path", path)
+	if err != nil {
+		return "", notFoundf("volume %s is not at %q: %s", id, path, status.Convert(err).Message())
+	}
+	stack, err := mountinfo.StackAt(p)
+	if err != nil {
+		return "", statusf(codes.Internal, "volume %s: volume path %s: %v", id, p, err)
+	}
+	if len(stack) == 0 {
+		return "", notFoundf("volume %s is not mounted at %s", id, p)
+	}
+	if top := stack[len(stack)-1]; !volumeMount(id)(top) {
+		return "", notFoundf("volume %s is not mounted at %s: it holds %s", id, p, mountinfo.Describe(top))
+	}
+	return p, nil
+}
+
+// checkFolder refuses a staging or target path that cannot become a mount
+// point for a filesystem: something other than a folder, or below one.
+// A missing path is fine (it is made), and so is one that cannot be looked
+// at because a dead mount is there (the stage or publish heals it).
+func checkFolder(kind, p string) error {
+	fi, err := os.Stat(p)
+	if errors.Is(err, unix.ENOTDIR) {
+		return invalidf("%s %s lies below something that is not a folder; a filesystem volume is mounted on a folder", kind, p)
+	}
+	if err == nil && !fi.IsDir() {
+		return invalidf("%s %s is a %s, not a folder; a filesystem volume is mounted on a folder", kind, p, fileKind(fi))
+	}
+	return nil
+}
+
+// checkTargetKind refuses a publish target that cannot take the volume: a
+// filesystem needs a folder, a block volume's device is bound onto a file.
+func checkTargetKind(target string, block bool) error {
+	if !block {
+		return checkFolder("target path", target)
+	}
+	if fi, err := os.Stat(target); err == nil && fi.IsDir() {
+		return invalidf("target path %s is a folder; a block volume is published onto a file", target)
+	}
+	return nil
+}
+
+func fileKind(fi os.FileInfo) string {
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		return "regular file"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe"
+	}
+	return "file"
 }

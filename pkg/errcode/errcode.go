@@ -24,6 +24,10 @@ func Of(err error) codes.Code {
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
+	// Before NotFound: a pool that is not imported answers "does not
+	// exist" for every dataset, and a CO reads NotFound on a delete as done.
+	case errors.Is(err, zfsd.ErrUnavailable), errors.Is(err, zfs.ErrUnavailable):
+		return codes.Unavailable
 	case errors.Is(err, zfsd.ErrNotFound), errors.Is(err, zfs.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, zfsd.ErrAlreadyExists), errors.Is(err, zfs.ErrAlreadyExists):

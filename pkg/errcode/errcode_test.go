@@ -27,6 +27,8 @@ func TestOf(t *testing.T) {
 		{&zfs.Error{Kind: zfs.KindHasDependents}, codes.FailedPrecondition},
 		{&zfs.Error{Kind: zfs.KindInvalid}, codes.InvalidArgument},
 		{&zfs.Error{Kind: zfs.KindUnsupported}, codes.InvalidArgument},
+		{&zfs.Error{Kind: zfs.KindUnavailable}, codes.Unavailable},
+		{fmt.Errorf("pool p: %w: not imported: %w", zfsd.ErrUnavailable, &zfs.Error{Kind: zfs.KindNotFound}), codes.Unavailable},
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
 		{context.Canceled, codes.Canceled},
 		{errors.New("something else"), codes.Internal},

@@ -138,28 +138,100 @@ func hasOption(options, o string) bool {
 	return false
 }
 
-// Unmount unmounts everything stacked at path. Not a mount point is success.
+// Unmount unmounts everything stacked at path, whatever it is. Not a
+// mount point is success.
 func Unmount(path string) error {
+	return UnmountOnly(path, func(Mount) bool { return true })
+}
+
+// ForeignMountError is UnmountOnly's refusal: path holds Mount, which is
+// not the caller's.
+type ForeignMountError struct {
+	Path  string
+	Mount Mount
+}
+
+func (e *ForeignMountError) Error() string {
+	return fmt.Sprintf("%s holds a mount of something else: %s", e.Path, Describe(e.Mount))
+}
+
+// Is makes a ForeignMountError match ErrMountedElsewhere.
+func (e *ForeignMountError) Is(target error) bool { return target == ErrMountedElsewhere }
+
+// Describe names what a mount shows, for messages: its filesystem type,
+// source and, for a bind of part of a filesystem, the folder it shows.
+func Describe(m Mount) string {
+	s := m.FSType + " " + m.Source
+	if m.Root != "/" && m.Root != "" {
+		s += " (" + m.Root + ")"
+	}
+	return s
+}
+
+// StackAt returns the mounts stacked exactly at path in this mount
+// namespace, bottom first.
+func StackAt(path string) ([]Mount, error) {
+	path = resolve(path)
+	mounts, err := ReadFile(selfMountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("mounts at %s: %w", path, err)
+	}
+	var out []Mount
+	for _, m := range mounts {
+		if m.MountPoint == path {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// UnmountOnly unmounts everything stacked at path provided ours holds for
+// every mount there; when one is not the caller's it unmounts nothing more
+// and returns a *ForeignMountError. A dead mount that something still holds
+// open is detached lazily. Not a mount point is success.
+func UnmountOnly(path string, ours func(Mount) bool) error {
 	path = resolve(path)
 	for range maxStacked {
-		mounts, err := ReadFile(selfMountinfo)
+		stack, err := StackAt(path)
 		if err != nil {
 			return fmt.Errorf("unmount %s: %w", path, err)
 		}
-		if _, ok := IsMountPoint(mounts, path); !ok {
+		if len(stack) == 0 {
 			return nil
 		}
-		if err := unix.Unmount(path, 0); err != nil {
-			// Gone between reading the table and unmounting: someone
-			// else (or propagation from a peer) did it for us.
-			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-				return nil
+		// Every layer is checked before the first unmount, so a foreign
+		// mount anywhere in the stack leaves it all as it was.
+		for _, m := range stack {
+			if !ours(m) {
+				return &ForeignMountError{Path: path, Mount: m}
 			}
-			return fmt.Errorf("unmount %s: %w", path, err)
 		}
-		klog.V(4).InfoS("unmounted", "path", path)
+		if err := unmountTop(path); err != nil {
+			return err
+		}
 	}
 	return fmt.Errorf("unmount %s: still a mount point after %d unmounts", path, maxStacked)
+}
+
+// unmountTop unmounts the topmost mount at path. Only when that fails as
+// busy is the mount asked whether it still answers, so a hung (not dead)
+// filesystem never stalls an unmount that would have worked.
+func unmountTop(path string) error {
+	err := unix.Unmount(path, 0)
+	switch {
+	case err == nil:
+		klog.V(4).InfoS("unmounted", "path", path)
+		return nil
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT):
+		// Gone between reading the table and unmounting: someone else
+		// (or propagation from a peer) did it for us.
+		return nil
+	case errors.Is(err, unix.EBUSY) && errors.Is(CheckAlive(path), ErrDeadMount):
+		// Held open by processes that can never use it again (its
+		// daemon is gone): it is let go of lazily.
+		return UnmountLazy(path)
+	}
+	return fmt.Errorf("unmount %s: %w", path, err)
 }
 
 // MakeShared makes dir a mount point of its own, marked rshared. Mounts
@@ -221,12 +293,17 @@ func undoSelfBind(dir string, cause error) error {
 }
 
 // resolve gives the path the kernel would record in mountinfo for p:
-// absolute with symlinks followed, as mount(2) follows them. A path that
-// cannot be resolved (missing, or a dead mount) is used as written.
+// absolute with symlinks followed, as mount(2) follows them. A dead mount
+// cannot be looked at, but its folder still can: its parent is resolved
+// and its own name kept. A path that cannot be resolved at all (missing)
+// is used as written.
 func resolve(p string) string {
 	p = absPath(p)
 	if r, err := filepath.EvalSymlinks(p); err == nil {
 		return r
+	}
+	if r, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+		return filepath.Join(r, filepath.Base(p))
 	}
 	return p
 }

@@ -20,6 +20,10 @@ const (
 	KindHasDependents
 	KindUnsupported
 	KindInvalid
+	// KindUnavailable: ZFS itself did not answer (the zfs-fuse daemon is
+	// down, the kernel module is not loaded). Nothing was done; a retry
+	// once ZFS is back may succeed.
+	KindUnavailable
 )
 
 func (k Kind) String() string {
@@ -40,6 +44,8 @@ func (k Kind) String() string {
 		return "unsupported"
 	case KindInvalid:
 		return "invalid"
+	case KindUnavailable:
+		return "ZFS unavailable"
 	}
 	return "failed"
 }
@@ -54,6 +60,7 @@ var (
 	ErrHasDependents = &Error{Kind: KindHasDependents}
 	ErrUnsupported   = &Error{Kind: KindUnsupported}
 	ErrInvalid       = &Error{Kind: KindInvalid}
+	ErrUnavailable   = &Error{Kind: KindUnavailable}
 )
 
 // Error is a failed zfs/zpool call: what was run, on what, and what the tool said.
@@ -94,6 +101,12 @@ var classifiers = []struct {
 	needle string
 	kind   Kind
 }{
+	// ZFS not answering at all comes first: its messages name paths that
+	// "do not exist" too.
+	{"failed to initialize zfs library", KindUnavailable}, // both, with the lines below
+	{"zfs-fuse daemon is running", KindUnavailable},       // zfs-fuse: daemon down
+	{"modules are not loaded", KindUnavailable},           // OpenZFS: no kernel module
+	{"unable to open /dev/zfs", KindUnavailable},          // OpenZFS: no control device
 	{"dataset does not exist", KindNotFound},
 	{"no such pool", KindNotFound},
 	{"could not find any snapshots", KindNotFound},

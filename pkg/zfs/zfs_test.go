@@ -107,6 +107,7 @@ func TestClassifyRecordedErrors(t *testing.T) {
 		"zfs-fuse-0.7/err-zfs_recv_-s_tp_y.txt":                   KindUnsupported,
 		"zfs-fuse-0.7/err-busy.txt":                               KindBusy,
 		"zfs-fuse-0.7/err-zvol.txt":                               KindUnsupported,
+		"zfs-fuse-0.7/err-daemon-down.txt":                        KindUnavailable,
 		"openzfs-2.1/err-notfound.txt":                            KindNotFound,
 		"openzfs-2.1/err-busy.txt":                                KindBusy,
 		"openzfs-2.1/err-outofspace.txt":                          KindOutOfSpace,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +21,9 @@ import (
 // The caller (the driver) has checked names, sizes and idempotency; this
 // only refuses what the pool itself cannot do.
 func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
+	if err := p.available(); err != nil {
+		return Dot{}, err
+	}
 	if _, err := uuid.Parse(s.ID); err != nil {
 		return Dot{}, fmt.Errorf("dot %q: %w: id must be a UUID", s.ID, ErrInvalid)
 	}
@@ -65,6 +69,7 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 		props[k] = v
 	}
 	ds := p.dataset(s.ID)
+	p.armReserve(ctx)
 	var err error
 	switch {
 	case s.FromCommit != "":
@@ -85,7 +90,7 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 		err = p.growVolume(ctx, ds, s.Capacity)
 	}
 	if err != nil {
-		return Dot{}, fmt.Errorf("dot %s (%s) on pool %s: %w", s.ID, s.Name, p.cfg.Name, err)
+		return Dot{}, fmt.Errorf("dot %s (%s) on pool %s: %w", s.ID, s.Name, p.cfg.Name, p.unavailableIf(ctx, err))
 	}
 	p.mu.Lock()
 	p.dots[s.ID] = d
@@ -98,6 +103,11 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 func (p *Pool) branch(ctx context.Context, commitID, ds string, mode CloneMode, props map[string]string, d *Dot) error {
 	p.structMu.Lock()
 	defer p.structMu.Unlock()
+	return p.branchLocked(ctx, commitID, ds, mode, props, d)
+}
+
+// branchLocked is branch for a caller that holds structMu.
+func (p *Pool) branchLocked(ctx context.Context, commitID, ds string, mode CloneMode, props map[string]string, d *Dot) error {
 	p.mu.Lock()
 	c, ok := p.commits[commitID]
 	p.mu.Unlock()
@@ -136,16 +146,21 @@ func (p *Pool) explainTooSmall(ctx context.Context, snap string, capacity int64,
 }
 
 // branchDot makes ds from the current state of another dot through an
-// internal commit, which goes away by itself when the branch does.
+// internal commit, which goes away by itself when the branch does. The
+// internal commit is made hidden, so structMu is held from its making to
+// the clone: a collection in between (a DeleteCommit of another commit of
+// the source) would destroy it first.
 func (p *Pool) branchDot(ctx context.Context, srcID, ds string, mode CloneMode, props map[string]string, d *Dot) error {
-	c, err := p.commit(ctx, srcID, "", true)
+	p.structMu.Lock()
+	defer p.structMu.Unlock()
+	c, err := p.commitLocked(ctx, srcID, "", true)
 	if err != nil {
 		return err
 	}
-	err = p.branch(ctx, c.ID, ds, mode, props, d)
+	err = p.branchLocked(ctx, c.ID, ds, mode, props, d)
 	if mode == CloneDetached || err != nil {
 		// Nothing depends on the internal commit: collect it now.
-		if cerr := p.collect(ctx, srcID); cerr != nil {
+		if cerr := p.collectLocked(ctx, srcID); cerr != nil {
 			klog.ErrorS(cerr, "collecting internal commit", "pool", p.cfg.Name, "commit", c.ID)
 		}
 	}
@@ -210,10 +225,20 @@ func cutAt(s string) (string, string, bool) {
 
 // CreateCommit takes a user-visible commit of a dot.
 func (p *Pool) CreateCommit(ctx context.Context, dotID, name string) (Commit, error) {
-	return p.commit(ctx, dotID, name, false)
+	if err := p.available(); err != nil {
+		return Commit{}, err
+	}
+	p.armReserve(ctx)
+	// Under structMu, so a DeleteDot cannot destroy the dot (and with it
+	// the new snapshot) between the check that it exists and the snapshot:
+	// a commit that was answered for must exist.
+	p.structMu.Lock()
+	defer p.structMu.Unlock()
+	return p.commitLocked(ctx, dotID, name, false)
 }
 
-func (p *Pool) commit(ctx context.Context, dotID, name string, internal bool) (Commit, error) {
+// commitLocked takes a commit; the caller holds structMu.
+func (p *Pool) commitLocked(ctx context.Context, dotID, name string, internal bool) (Commit, error) {
 	p.mu.Lock()
 	d, ok := p.dots[dotID]
 	var size int64
@@ -239,7 +264,7 @@ func (p *Pool) commit(ctx context.Context, dotID, name string, internal bool) (C
 		c.Deleted = true
 	}
 	if err := p.z.Snapshot(ctx, p.snapshotName(c.ID), zfs.PropsFromMap(props)); err != nil {
-		return Commit{}, fmt.Errorf("commit of dot %s on pool %s: %w", dotID, p.cfg.Name, err)
+		return Commit{}, fmt.Errorf("commit of dot %s on pool %s: %w", dotID, p.cfg.Name, p.unavailableIf(ctx, err))
 	}
 	p.mu.Lock()
 	p.commits[c.ID] = c
@@ -251,20 +276,39 @@ func (p *Pool) commit(ctx context.Context, dotID, name string, internal bool) (C
 // DeleteCommit deletes a commit now, or hides it until its last branch goes.
 // Deleting a missing commit succeeds.
 func (p *Pool) DeleteCommit(ctx context.Context, id string) error {
+	if err := p.available(); err != nil {
+		return err
+	}
 	p.structMu.Lock()
 	defer p.structMu.Unlock()
 	p.mu.Lock()
 	c, ok := p.commits[id]
+	branches := 0
+	if ok {
+		branches = p.branchesOfLocked(id)
+	}
 	p.mu.Unlock()
 	if !ok || c.Deleted {
 		return nil
 	}
-	if err := p.z.Set(ctx, p.snapshotName(id), propCommitDeleted, formatTime(time.Now())); err != nil {
-		if zfs.IsKind(err, zfs.KindNotFound) {
-			p.forgetCommit(id)
-			return nil
+	snap := p.snapshotName(id)
+	if branches == 0 {
+		// Nothing depends on it: one destroy, which needs no space, so a
+		// full pool can always be freed this way.
+		if err := p.gone(ctx, p.z.Destroy(ctx, snap, false)); err != nil {
+			return fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, err)
 		}
-		return fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, err)
+		p.forgetCommit(id)
+		klog.V(2).InfoS("commit destroyed", "pool", p.cfg.Name, "commit", id)
+		return p.collectLocked(ctx, c.DotID)
+	}
+	err := p.freeing(ctx, func() error { return p.z.Set(ctx, snap, propCommitDeleted, formatTime(time.Now())) })
+	if err != nil {
+		if err := p.gone(ctx, err); err != nil {
+			return fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, err)
+		}
+		p.forgetCommit(id)
+		return nil
 	}
 	p.mu.Lock()
 	c.Deleted = true
@@ -273,8 +317,13 @@ func (p *Pool) DeleteCommit(ctx context.Context, id string) error {
 }
 
 // DeleteDot deletes a dot now, or hides it while commits or branches of it
-// remain. Deleting a missing dot succeeds.
+// remain. Deleting a missing dot succeeds; deleting one that is staged for
+// a pod is refused (ErrBusy), since destroying it would take the pod's
+// files away under it.
 func (p *Pool) DeleteDot(ctx context.Context, id string) error {
+	if err := p.available(); err != nil {
+		return err
+	}
 	p.structMu.Lock()
 	defer p.structMu.Unlock()
 	p.mu.Lock()
@@ -284,10 +333,15 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 		return nil
 	}
 	ds := p.dataset(id)
+	if at, err := p.stagedAt(id); err != nil {
+		return err
+	} else if len(at) > 0 {
+		return fmt.Errorf("dot %s on pool %s is staged at %s; unstage it first: %w", id, p.cfg.Name, strings.Join(at, ", "), ErrBusy)
+	}
 	if !p.hasDependantsLocked(id) {
 		// Nothing to keep: one destroy, which also takes the hidden and
 		// internal commits. Destroy unmounts and retries if ZFS says busy.
-		if err := p.z.Destroy(ctx, ds, true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+		if err := p.gone(ctx, p.z.Destroy(ctx, ds, true)); err != nil {
 			return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
 		}
 		p.mu.Lock()
@@ -296,17 +350,17 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 		klog.InfoS("dot destroyed", "pool", p.cfg.Name, "dot", id, "name", d.Name)
 		return p.collectLocked(ctx, p.parentOf(d))
 	}
-	if err := p.unmount(ctx, id); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+	if err := p.gone(ctx, p.unmount(ctx, id)); err != nil {
 		return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
-	if err := p.z.Set(ctx, ds, propDeleted, formatTime(time.Now())); err != nil {
-		if zfs.IsKind(err, zfs.KindNotFound) {
-			p.mu.Lock()
-			delete(p.dots, id)
-			p.mu.Unlock()
-			return nil
+	if err := p.freeing(ctx, func() error { return p.z.Set(ctx, ds, propDeleted, formatTime(time.Now())) }); err != nil {
+		if err := p.gone(ctx, err); err != nil {
+			return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
 		}
-		return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
+		p.mu.Lock()
+		delete(p.dots, id)
+		p.mu.Unlock()
+		return nil
 	}
 	p.mu.Lock()
 	d.Deleted = true
@@ -362,7 +416,7 @@ func (p *Pool) collectLocked(ctx context.Context, dotID string) error {
 			return nil
 		}
 		if d.Deleted && keep == 0 {
-			if err := p.z.Destroy(ctx, p.dataset(dotID), true); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+			if err := p.gone(ctx, p.z.Destroy(ctx, p.dataset(dotID), true)); err != nil {
 				return fmt.Errorf("destroying dot %s on pool %s: %w", dotID, p.cfg.Name, err)
 			}
 			p.mu.Lock()
@@ -376,7 +430,7 @@ func (p *Pool) collectLocked(ctx context.Context, dotID string) error {
 			continue
 		}
 		for _, id := range doomed {
-			if err := p.z.Destroy(ctx, p.snapshotName(id), false); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
+			if err := p.gone(ctx, p.z.Destroy(ctx, p.snapshotName(id), false)); err != nil {
 				return fmt.Errorf("destroying commit %s on pool %s: %w", id, p.cfg.Name, err)
 			}
 			p.forgetCommit(id)

@@ -152,8 +152,13 @@ func atoi(s string) int64 {
 	return n
 }
 
-// ListDots lists the live (not hidden) dots, sorted by ID.
+// ListDots lists the live (not hidden) dots, sorted by ID. The index
+// answers these reads, but only while the pool serves: a dot of a pool
+// that is not imported cannot be staged or read.
 func (p *Pool) ListDots(context.Context) ([]Dot, error) {
+	if err := p.available(); err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]Dot, 0, len(p.dots))
@@ -177,6 +182,9 @@ func copyDot(d *Dot) Dot {
 
 // GetDot returns a live dot by ID.
 func (p *Pool) GetDot(_ context.Context, id string) (Dot, error) {
+	if err := p.available(); err != nil {
+		return Dot{}, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	d, ok := p.dots[id]
@@ -188,6 +196,9 @@ func (p *Pool) GetDot(_ context.Context, id string) (Dot, error) {
 
 // GetDotByName returns the live dot with a CSI name.
 func (p *Pool) GetDotByName(_ context.Context, name string) (Dot, error) {
+	if err := p.available(); err != nil {
+		return Dot{}, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, d := range p.dots {
@@ -200,6 +211,9 @@ func (p *Pool) GetDotByName(_ context.Context, name string) (Dot, error) {
 
 // ListCommits lists live, user-visible commits sorted by ID.
 func (p *Pool) ListCommits(context.Context) ([]Commit, error) {
+	if err := p.available(); err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]Commit, 0, len(p.commits))
@@ -214,6 +228,9 @@ func (p *Pool) ListCommits(context.Context) ([]Commit, error) {
 
 // GetCommit returns a live commit by ID.
 func (p *Pool) GetCommit(_ context.Context, id string) (Commit, error) {
+	if err := p.available(); err != nil {
+		return Commit{}, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.commits[id]
@@ -225,6 +242,9 @@ func (p *Pool) GetCommit(_ context.Context, id string) (Commit, error) {
 
 // GetCommitByName returns the live commit with a CSI snapshot name.
 func (p *Pool) GetCommitByName(_ context.Context, name string) (Commit, error) {
+	if err := p.available(); err != nil {
+		return Commit{}, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.commits {

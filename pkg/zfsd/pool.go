@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
@@ -68,9 +69,19 @@ type Pool struct {
 	dots    map[string]*Dot
 	commits map[string]*Commit // by commit ID
 	// structMu serialises changes that add or remove dependencies between
-	// datasets (branching, deleting, collecting), so a commit is never
-	// destroyed while a branch of it is being made.
+	// datasets (branching, committing, deleting, collecting), so a commit
+	// is never destroyed while a branch of it is being made, and a dot is
+	// never destroyed while a commit of it is being taken.
 	structMu sync.Mutex
+
+	// Health (health.go): down is why the pool cannot serve now, nil while
+	// it serves. recoverMu lets one Check at a time bring it back.
+	healthMu  sync.Mutex
+	down      error
+	recoverMu sync.Mutex
+
+	// reserveArmed: the delete reserve (reserve.go) holds its space now.
+	reserveArmed atomic.Bool
 }
 
 // Open imports the pool from cfg.Dir, or creates it there, and loads its
@@ -113,6 +124,7 @@ func Open(ctx context.Context, z *zfs.Client, cfg Config) (*Pool, error) {
 	if err := p.prepare(ctx); err != nil {
 		return nil, err
 	}
+	p.armReserve(ctx)
 	// Before load: what load reads depends on what the tools know.
 	p.probe(ctx)
 	if err := p.load(ctx); err != nil {
@@ -337,11 +349,15 @@ func (p *Pool) Pools(ctx context.Context) ([]PoolInfo, error) {
 	return []PoolInfo{i}, nil
 }
 
-// Info reports the pool's space; it fails when the pool is no longer imported.
+// Info reports the pool's space; it fails (ErrUnavailable) when the pool
+// is no longer imported or its ZFS does not answer.
 func (p *Pool) Info(ctx context.Context) (PoolInfo, error) {
+	if err := p.available(); err != nil {
+		return PoolInfo{}, err
+	}
 	used, avail, err := p.z.PoolSpace(ctx, p.cfg.Name)
 	if err != nil {
-		return PoolInfo{}, fmt.Errorf("pool %s: %w", p.cfg.Name, err)
+		return PoolInfo{}, fmt.Errorf("pool %s: %w", p.cfg.Name, p.unavailableIf(ctx, err))
 	}
 	return PoolInfo{Name: p.cfg.Name, Node: p.cfg.Node, Size: used + avail, Available: avail, Zvols: p.zvols,
 		Compression: p.compression()}, nil

@@ -214,18 +214,25 @@ func (p *Pool) DropCopy(ctx context.Context, dotID string) error {
 // Staged reports whether a dot is in use on this node: mounted anywhere but
 // its own mountpoint.
 func (p *Pool) Staged(ctx context.Context, dotID string) (bool, error) {
+	at, err := p.stagedAt(dotID)
+	return len(at) > 0, err
+}
+
+// stagedAt lists where a dot is staged or published: any mount but the
+// dot's own, that is a staging mount (StageDot) or a bind of one, where a
+// pod may still be writing.
+func (p *Pool) stagedAt(dotID string) ([]string, error) {
 	ms, err := p.mountsOf(p.dataset(dotID))
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	// Any mount but the dot's own: a staging mount (StageDot) or a bind of
-	// one, where a pod may still be writing.
+	var at []string
 	for _, m := range ms {
 		if m.MountPoint != p.MountPath(dotID) {
-			return true, nil
+			at = append(at, m.MountPoint)
 		}
 	}
-	return false, nil
+	return at, nil
 }
 
 // SetRole records on this pool whether its copy of a dot is the master.

@@ -19,8 +19,11 @@ import (
 // and a dot's own mountpoint would be one for ever: the kubelet would never
 // call NodeUnstageVolume, and the dot could never leave the node. So while
 // staged, the staging path is the dot's only mount (its pods' binds come
-// and go). Idempotent: a dot already mounted at path is success; another
-// mount there is ErrAlreadyExists.
+// and go). Idempotent: a dot already mounted at path, and answering, is
+// success; another mount there is ErrAlreadyExists. A mount of the dot
+// there that no longer answers (zfs-fuse restarted under it) is detached
+// and the dot mounted afresh, since a retried stage must heal it rather
+// than report it staged.
 func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 	d, err := p.GetDot(ctx, id)
 	if err != nil {
@@ -31,15 +34,20 @@ func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 	}
 	path = filepath.Clean(path)
 	ds := p.dataset(id)
-	mounts, err := mountinfo.ReadFile("/proc/self/mountinfo")
+	ours := func(m mountinfo.Mount) bool { return isMountOf(m, ds) }
+	top, ok, err := mountinfo.DetachDead(path, ours)
 	if err != nil {
 		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
-	if m, ok := mountinfo.IsMountPoint(mounts, path); ok {
-		if isMountOf(m, ds) {
+	if ok {
+		if ours(top) {
 			return nil
 		}
-		return fmt.Errorf("staging dot %s on pool %s: %s holds another mount (%s %s): %w", id, p.cfg.Name, path, m.FSType, m.Source, ErrAlreadyExists)
+		return fmt.Errorf("staging dot %s on pool %s: %s holds another mount (%s): %w", id, p.cfg.Name, path, mountinfo.Describe(top), ErrAlreadyExists)
+	}
+	mounts, err := mountinfo.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	if p.legacy {
 		_, err := p.mountLegacy(ctx, d, path)
@@ -58,11 +66,13 @@ func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 	if err := os.MkdirAll(path, 0o750); err != nil {
 		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
-	if err := p.z.Set(ctx, ds, "mountpoint", path); err != nil {
-		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, err)
+	// On a full pool too: a user must be able to get at the files to
+	// delete some.
+	if err := p.freeing(ctx, func() error { return p.z.Set(ctx, ds, "mountpoint", path) }); err != nil {
+		return fmt.Errorf("staging dot %s on pool %s: %w", id, p.cfg.Name, p.unavailableIf(ctx, err))
 	}
 	if err := p.z.Mount(ctx, ds); err != nil {
-		return fmt.Errorf("staging dot %s on pool %s at %s: %w", id, p.cfg.Name, path, err)
+		return fmt.Errorf("staging dot %s on pool %s at %s: %w", id, p.cfg.Name, path, p.unavailableIf(ctx, err))
 	}
 	klog.V(2).InfoS("dot mounted at its staging path", "pool", p.cfg.Name, "dot", id, "path", path)
 	return nil
@@ -74,6 +84,11 @@ func (p *Pool) StageDot(ctx context.Context, id, path string) error {
 func (p *Pool) UnstageDot(ctx context.Context, id, path string) error {
 	path = filepath.Clean(path)
 	ds := p.dataset(id)
+	// A dead mount of the dot there cannot be unmounted through ZFS (the
+	// daemon that made it is gone); it is simply let go of.
+	if _, _, err := mountinfo.DetachDead(path, func(m mountinfo.Mount) bool { return isMountOf(m, ds) }); err != nil {
+		return fmt.Errorf("unstaging dot %s on pool %s from %s: %w", id, p.cfg.Name, path, err)
+	}
 	ms, err := p.mountsOf(ds)
 	if err != nil {
 		return err
@@ -94,15 +109,13 @@ func (p *Pool) UnstageDot(ctx context.Context, id, path string) error {
 		return nil
 	}
 	got, err := p.z.Get(ctx, []string{ds}, false, "mountpoint")
-	if zfs.IsKind(err, zfs.KindNotFound) {
-		return nil
-	}
-	if err != nil {
+	if err = p.gone(ctx, err); err != nil {
 		return fmt.Errorf("unstaging dot %s on pool %s: %w", id, p.cfg.Name, err)
 	}
 	if len(got) == 1 && got[0].Props["mountpoint"].Value == path {
-		if err := p.z.Inherit(ctx, ds, "mountpoint"); err != nil {
-			return fmt.Errorf("unstaging dot %s on pool %s: %w", id, p.cfg.Name, err)
+		// A full pool refuses the write; the delete reserve pays for it.
+		if err := p.freeing(ctx, func() error { return p.z.Inherit(ctx, ds, "mountpoint") }); err != nil {
+			return fmt.Errorf("unstaging dot %s on pool %s: %w", id, p.cfg.Name, p.unavailableIf(ctx, err))
 		}
 	}
 	return nil

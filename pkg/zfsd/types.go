@@ -19,6 +19,9 @@ var (
 	ErrBusy          = errors.New("busy")
 	// ErrTooSmall: the requested capacity cannot hold the source's data.
 	ErrTooSmall = errors.New("capacity too small for the source's data")
+	// ErrUnavailable: the pool cannot be reached now (its ZFS does not
+	// answer, or it is not imported); the pool's monitor brings it back.
+	ErrUnavailable = errors.New("pool unavailable")
 )
 
 // CloneMode says how a branch is made.
