@@ -91,8 +91,15 @@ func TestFullPoolIsFreedThroughCSI(t *testing.T) {
 	allowed := t.TempDir()
 	e := &env{d: driver.New(driver.Config{NodeID: cfg.Node, AllowedTargetDirs: []string{allowed}}, pool), pool: pool, cfg: cfg, allowed: allowed}
 	ctx := context.Background()
+	// As large as the pool allows, so the pool fills before the volume's
+	// quota does (OpenZFS keeps more of a small pool back than zfs-fuse).
+	free, err := e.d.GetCapacity(ctx, &csi.GetCapacityRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	avail := free.GetAvailableCapacity()
 	r, err := e.d.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "full", VolumeCapabilities: mountCap(),
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 80 << 20}})
+		CapacityRange: &csi.CapacityRange{RequiredBytes: avail}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +112,7 @@ func TestFullPoolIsFreedThroughCSI(t *testing.T) {
 	if _, err := e.d.NodePublishVolume(ctx, e.publishReq(id, staging, target)); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(target, "kept"), make([]byte, 20<<20), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(target, "kept"), make([]byte, avail/4), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	snap, err := e.d.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "full-snap", SourceVolumeId: id})
@@ -140,7 +147,7 @@ func TestFullPoolIsFreedThroughCSI(t *testing.T) {
 	}
 	// zfs-fuse shows freed space up to one sync interval (30 s) later.
 	start := time.Now()
-	for e.poolAvailable(t) < 64<<20 {
+	for e.poolAvailable(t) < avail/2 {
 		if time.Since(start) > 2*time.Minute {
 			t.Fatalf("pool still full 2 minutes after every delete: %d bytes free", e.poolAvailable(t))
 		}
