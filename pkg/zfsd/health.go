@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
@@ -143,14 +144,7 @@ func (p *Pool) reopen(ctx context.Context, imported bool) error {
 // Monitor checks every pool of the set each interval until ctx ends, so a
 // pool comes back by itself after its ZFS restarts.
 func (s *Set) Monitor(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		for _, p := range s.List() {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			if err := p.Check(cctx); err != nil {
@@ -158,5 +152,5 @@ func (s *Set) Monitor(ctx context.Context, interval time.Duration) {
 			}
 			cancel()
 		}
-	}
+	}, interval)
 }
