@@ -115,6 +115,7 @@ func TestClassifyRecordedErrors(t *testing.T) {
 		"openzfs-2.1/err-exists.txt":                              KindAlreadyExists,
 		"openzfs-2.1/err-refquota-small.txt":                      KindInvalid,
 		"openzfs-2.1/err-import.txt":                              KindNotFound,
+		"openzfs-2.1/err-no-module.txt":                           KindUnavailable,
 	}
 	for f, want := range cases {
 		e := newError("zfs x", "t", readFixture(t, f), errors.New("exit status 1"))
