@@ -17,7 +17,7 @@ KUBE_BINS := etcd kube-apiserver kube-controller-manager kube-scheduler kubelet 
 	csi-provisioner csi-snapshotter snapshot-controller csi-resizer csi-attacher
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build image e2e-images test test-zfs test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate clean
+.PHONY: all build image e2e-images test test-unit test-zfs test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate clean
 
 all: build
 
@@ -57,13 +57,15 @@ generate:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	cd pkg/zfsd/api && buf generate
 
+# With the zfs tag, so the tests that need root or ZFS are checked too (no
+# file is built only without it).
 lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	staticcheck ./...
+	$(GO) vet -tags zfs ./...
+	staticcheck -tags zfs ./...
 
-# `make test` is what CI runs (.ci/run): unit tests, integration tests on
-# real zfs-fuse, csi-sanity (in process, against the split binaries, and
+# `make test` is what CI runs (.ci/run): unit tests (first, as the fast
+# tier), integration tests on real zfs-fuse, csi-sanity (in process, against the split binaries, and
 # against the controller of a 3-node harness cluster), the upstream
 # csi-sanity binary against the standalone driver, the multi-node
 # scenarios, the real-Kubernetes scenarios (deploy/ installed on a cluster
@@ -76,9 +78,18 @@ lint: $(TOOLS)/staticcheck
 test:
 	@hack/test-tiers.sh
 
-# The package tests on real zfs-fuse (needs root; make test starts the daemon).
+# The fast tier: every test that needs neither root nor ZFS, nor a cluster
+# (any user, about 15 s once the build cache is warm), and the coverage of
+# the CSI services against fakes of the store and the mount table, which
+# must stay at 70% or more.
+test-unit:
+	@GO=$(GO) hack/test-unit.sh
+
+# The package tests on real zfs-fuse (needs root; make test starts the
+# daemon). Tests that need root or ZFS say so with the zfs build tag, which
+# every target that runs them passes; without it they are not built.
 test-zfs:
-	$(GO) test -count=1 -timeout 20m ./pkg/... ./e2e/zfsenv/... ./e2e/loopdisk/...
+	$(GO) test -tags zfs -count=1 -timeout 20m ./pkg/... ./internal/... ./e2e/loopdisk/...
 
 kube-bins:
 	@e2e/kube/build.sh $(KUBE_BINS)
@@ -89,7 +100,7 @@ kube-bins:
 # node for the scenarios, three for a dot following its pod.
 e2e-k8s: image e2e-images
 	@hack/need-packages.sh zfs-fuse containerd runc containernetworking-plugins
-	@set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./e2e/k8s/ 2>&1 | tee $(CACHE)/e2e-k8s.log | \
+	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 40m -v ./e2e/k8s/ 2>&1 | tee $(CACHE)/e2e-k8s.log | \
 		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|(k8s|pvpernode)_test.go:[0-9]+: '; rc=$$?; \
 	echo "full log: $(CACHE)/e2e-k8s.log"; exit $$rc
 
@@ -102,13 +113,13 @@ test-openzfs:
 # The multi-node scenarios: each node its own mount and network namespace,
 # zfs-fuse daemon and loop-mounted disk, beside a real etcd and API server.
 test-multinode: build kube-bins
-	@set -o pipefail; $(GO) test -count=1 -timeout 40m -v ./e2e/multinode/ 2>&1 | tee $(CACHE)/multinode.log | \
+	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 40m -v ./e2e/multinode/ 2>&1 | tee $(CACHE)/multinode.log | \
 		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|scenarios_test.go:[0-9]+: (migration|first refusal|event)'; rc=$$?; \
 	echo "full log: $(CACHE)/multinode.log"; exit $$rc
 
 test-sanity:
 	@mkdir -p $(CACHE)
-	@set -o pipefail; $(GO) test -count=1 -timeout 30m -v ./e2e/sanity/... -args -ginkgo.no-color 2>&1 | tee $(CACHE)/sanity.log | \
+	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 30m -v ./e2e/sanity/... -args -ginkgo.no-color 2>&1 | tee $(CACHE)/sanity.log | \
 		grep -E '^(--- |ok |FAIL|PASS$$)|^Ran [0-9]+ of|Passed \|'; rc=$$?; \
 	echo "full csi-sanity log: $(CACHE)/sanity.log"; exit $$rc
 
@@ -125,9 +136,9 @@ demo: build
 bench: build kube-bins
 	@owned=$$(hack/zfs-fuse.sh start) && trap 'hack/zfs-fuse.sh stop "$$owned"' EXIT; set -o pipefail; \
 	$(GO) run ./hack/bench --node-bin=bin/dotmesh-node --work=$(CACHE)/bench && \
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkMesh -benchtime=1x ./e2e/multinode/ 2>&1 | grep -vE '^ *[IE][0-9]{4} |nsenter exited' && \
+	$(GO) test -tags zfs -count=1 -run '^$$' -bench BenchmarkMesh -benchtime=1x ./e2e/multinode/ 2>&1 | grep -vE '^ *[IE][0-9]{4} |nsenter exited' && \
 	$(MAKE) --no-print-directory image e2e-images >/dev/null && \
-	$(GO) test -count=1 -run '^$$' -bench BenchmarkKube -benchtime=1x -timeout 30m ./e2e/k8s/ 2>&1 | grep -vE '^ *[IEW][0-9]{4} |nsenter exited'
+	$(GO) test -tags zfs -count=1 -run '^$$' -bench BenchmarkKube -benchtime=1x -timeout 30m ./e2e/k8s/ 2>&1 | grep -vE '^ *[IEW][0-9]{4} |nsenter exited'
 
 clean:
 	rm -rf bin

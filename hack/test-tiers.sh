@@ -7,6 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 tiers=(
 	"setup:build tools kube-bins"
+	"unit:test-unit"
 	"lint:lint"
 	"zfs:test-zfs"
 	"sanity:test-sanity"

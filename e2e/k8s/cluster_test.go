@@ -1,3 +1,5 @@
+//go:build zfs
+
 // Package k8s runs the driver the way users meet it: deploy/ installed with
 // kubectl on a real Kubernetes (built from source, started by the
 // e2e/multinode harness with containerd and a kubelet per node), and

@@ -20,11 +20,12 @@ declare -A pkgof=([zfs]=./pkg/zfs [mountinfo]=./pkg/mountinfo [zfsd]=./pkg/zfsd 
 	[mesh]=./pkg/mesh [inprocess]=./e2e/sanity/inprocess)
 
 # Static test binaries, each in a folder with its package's testdata (tests
-# read fixtures relative to their package): the guest has no Go.
+# read fixtures relative to their package): the guest has no Go. The zfs
+# tag builds in the tests that need root and ZFS, which are the point here.
 for name in $(printf '%s\n' $runs | cut -d: -f1 | sort -u); do
 	p=${pkgof[$name]:?unknown test run $name}
 	mkdir -p "$work/payload/$name"
-	(cd "$root" && CGO_ENABLED=0 go test -c -o "$work/payload/$name/$name.test" "$p")
+	(cd "$root" && CGO_ENABLED=0 go test -c -tags zfs -o "$work/payload/$name/$name.test" "$p")
 	if [ -d "$root/$p/testdata" ]; then cp -r "$root/$p/testdata" "$work/payload/$name/"; fi
 done
 echo "$runs" >"$work/payload/runs"

@@ -1,7 +1,7 @@
-// Package zfsenv gives tests a real pool on the machine's ZFS (zfs-fuse on
+// Package zfstest gives tests a real pool on the machine's ZFS (zfs-fuse on
 // the build machines, OpenZFS in the guest tier), and removes it afterwards
 // even when the test fails.
-package zfsenv
+package zfstest
 
 import (
 	"context"

@@ -57,6 +57,9 @@ type Config struct {
 	// Kubernetes turns reported topology into the PV's required node
 	// affinity, which would pin the pod, and so the dot, to one node.
 	Roaming bool
+	// Mounter is what the node service mounts and unmounts through; nil
+	// is this process's mount namespace (HostMounter). Tests give a fake.
+	Mounter Mounter
 }
 
 // Driver implements the CSI Identity, Controller and Node services.
@@ -67,6 +70,7 @@ type Driver struct {
 
 	cfg      Config
 	store    Store
+	mounter  Mounter
 	inflight *lock.Inflight
 }
 
@@ -81,7 +85,10 @@ func New(cfg Config, store Store) *Driver {
 	if len(cfg.AllowedTargetDirs) == 0 {
 		cfg.AllowedTargetDirs = []string{"/var/lib/kubelet"}
 	}
-	return &Driver{cfg: cfg, store: store, inflight: lock.New()}
+	if cfg.Mounter == nil {
+		cfg.Mounter = HostMounter{}
+	}
+	return &Driver{cfg: cfg, store: store, mounter: cfg.Mounter, inflight: lock.New()}
 }
 
 // DefaultName is the driver name in the CSIDriver object.

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package driver_test
 
 import (
@@ -14,7 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -30,7 +32,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	pool, cfg := zfsenv.Pool(t, poolSize)
+	pool, cfg := zfstest.Pool(t, poolSize)
 	allowed := t.TempDir()
 	d := driver.New(driver.Config{NodeID: cfg.Node, AllowedTargetDirs: []string{allowed}, DefaultCapacity: 16 << 20}, pool)
 	return &env{d: d, pool: pool, cfg: cfg, allowed: allowed}

@@ -24,8 +24,6 @@ var nodeCaps = []csi.NodeServiceCapability_RPC_Type{
 	csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
 }
 
-const selfMountinfo = "/proc/self/mountinfo"
-
 func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	var caps []*csi.NodeServiceCapability
 	for _, c := range nodeCaps {
@@ -115,7 +113,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	defer rel()
 	// Another volume's mount at the path is refused before the store is
 	// asked to unstage anything.
-	if err := onlyVolumeAt("staging target path", id, staging); err != nil {
+	if err := d.onlyVolumeAt("staging target path", id, staging); err != nil {
 		return nil, err
 	}
 	if isDotID(id) {
@@ -125,7 +123,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	}
 	// What the store left there (a dead or stacked mount of the volume)
 	// goes too; anything else stays.
-	if err := unmountVolume("staging target path", id, staging); err != nil {
+	if err := d.unmountVolume("staging target path", id, staging); err != nil {
 		return nil, err
 	}
 	klog.V(2).InfoS("volume unstaged", "volume", id, "staging", staging)
@@ -173,11 +171,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if dot.Block {
 		return d.publishBlock(ctx, id, target, readOnly, mode(capability))
 	}
-	sm, err := stagedAt(id, staging)
+	sm, err := d.stagedAt(id, staging)
 	if err != nil {
 		return nil, err
 	}
-	mounts, err := mountinfo.ReadFile(selfMountinfo)
+	mounts, err := d.mounter.Mounts()
 	if err != nil {
 		return nil, statusf(codes.Internal, "reading mounts: %v", err)
 	}
@@ -194,10 +192,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	// A bind of the volume left dead at the target (zfs-fuse restarted
 	// under it) would pass for published; it goes, and is bound afresh.
-	if _, _, err := mountinfo.DetachDead(target, volumeMount(id)); err != nil {
+	if _, _, err := d.mounter.DetachDead(target, volumeMount(id)); err != nil {
 		return nil, statusf(codes.Internal, "volume %s: target %s: %v", id, target, err)
 	}
-	if err := mountinfo.Bind(staging, target, readOnly); err != nil {
+	if err := d.mounter.Bind(staging, target, readOnly); err != nil {
 		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
 			return nil, statusf(codes.AlreadyExists, "volume %s: target %s holds another mount", id, target)
 		}
@@ -221,7 +219,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, err
 	}
 	defer rel()
-	if err := unmountVolume("target path", id, target); err != nil {
+	if err := d.unmountVolume("target path", id, target); err != nil {
 		return nil, err
 	}
 	// The SP removes what it created at the target path; a non-empty or
@@ -299,7 +297,7 @@ func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly b
 		if err != nil {
 			return nil, statusf(codes.Internal, "volume %s: device %s: %v", id, dev, err)
 		}
-		mounts, err := mountinfo.ReadFile(selfMountinfo)
+		mounts, err := d.mounter.Mounts()
 		if err != nil {
 			return nil, statusf(codes.Internal, "reading mounts: %v", err)
 		}
@@ -309,7 +307,7 @@ func (d *Driver) publishBlock(ctx context.Context, id, target string, readOnly b
 			}
 		}
 	}
-	if err := mountinfo.BindFile(dev, target, readOnly); err != nil {
+	if err := d.mounter.BindFile(dev, target, readOnly); err != nil {
 		if errors.Is(err, mountinfo.ErrMountedElsewhere) {
 			return nil, statusf(codes.AlreadyExists, "volume %s: target %s holds another mount", id, target)
 		}
@@ -362,8 +360,8 @@ func zvolNodes(id string) map[string]bool {
 }
 
 // onlyVolumeAt refuses a path holding any mount that is not volume id's.
-func onlyVolumeAt(kind, id, path string) error {
-	stack, err := mountinfo.StackAt(path)
+func (d *Driver) onlyVolumeAt(kind, id, path string) error {
+	stack, err := d.mounter.StackAt(path)
 	if err != nil {
 		return statusf(codes.Internal, "volume %s: %s %s: %v", id, kind, path, err)
 	}
@@ -379,8 +377,8 @@ func onlyVolumeAt(kind, id, path string) error {
 // unmountVolume unmounts volume id's mounts stacked at path; a mount of
 // anything else there is refused and left as it is. Nothing mounted there
 // is success, so a retried call finds its work done.
-func unmountVolume(kind, id, path string) error {
-	err := mountinfo.UnmountOnly(path, volumeMount(id))
+func (d *Driver) unmountVolume(kind, id, path string) error {
+	err := d.mounter.UnmountOnly(path, volumeMount(id))
 	var foreign *mountinfo.ForeignMountError
 	if errors.As(err, &foreign) {
 		return notOurs(kind, id, path, foreign.Mount)
@@ -398,8 +396,8 @@ func notOurs(kind, id, path string, m mountinfo.Mount) error {
 // stagedAt returns volume id's staging mount at path, refusing a path that
 // holds nothing, another volume's mount, or a mount of this one that no
 // longer answers (binding that would publish a dead mount).
-func stagedAt(id, path string) (mountinfo.Mount, error) {
-	stack, err := mountinfo.StackAt(path)
+func (d *Driver) stagedAt(id, path string) (mountinfo.Mount, error) {
+	stack, err := d.mounter.StackAt(path)
 	if err != nil {
 		return mountinfo.Mount{}, statusf(codes.Internal, "volume %s: staging target path %s: %v", id, path, err)
 	}
@@ -410,7 +408,7 @@ func stagedAt(id, path string) (mountinfo.Mount, error) {
 	if !volumeMount(id)(top) {
 		return mountinfo.Mount{}, statusf(codes.FailedPrecondition, "volume %s is not staged at %s: it holds %s", id, path, mountinfo.Describe(top))
 	}
-	if err := mountinfo.CheckAlive(path); errors.Is(err, mountinfo.ErrDeadMount) {
+	if err := d.mounter.CheckAlive(path); errors.Is(err, mountinfo.ErrDeadMount) {
 		return mountinfo.Mount{}, statusf(codes.FailedPrecondition, "volume %s: its staging mount at %s is dead (%v); NodeStageVolume mounts it again", id, path, err)
 	} else if err != nil {
 		return mountinfo.Mount{}, statusf(codes.Internal, "volume %s: staging target path %s: %v", id, path, err)
@@ -428,7 +426,7 @@ func (d *Driver) volumeAt(id, path string) (string, error) {
 	if err != nil {
 		return "", notFoundf("volume %s is not at %q: %s", id, path, status.Convert(err).Message())
 	}
-	stack, err := mountinfo.StackAt(p)
+	stack, err := d.mounter.StackAt(p)
 	if err != nil {
 		return "", statusf(codes.Internal, "volume %s: volume path %s: %v", id, p, err)
 	}

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package driver_test
 
 import (

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package driver_test
 
 import (
@@ -16,7 +18,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 )
 
@@ -87,7 +89,7 @@ func fill(t *testing.T, dir string) {
 // write properties, which a full zfs-fuse pool refuses: the pool's delete
 // reserve pays for them.
 func TestFullPoolIsFreedThroughCSI(t *testing.T) {
-	pool, cfg := zfsenv.Pool(t, 128<<20)
+	pool, cfg := zfstest.Pool(t, 128<<20)
 	allowed := t.TempDir()
 	e := &env{d: driver.New(driver.Config{NodeID: cfg.Node, AllowedTargetDirs: []string{allowed}}, pool), pool: pool, cfg: cfg, allowed: allowed}
 	ctx := context.Background()

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package mesh_test
 
 import (
@@ -24,7 +26,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
@@ -90,7 +92,7 @@ func newClusterOf(t *testing.T, perNode []int, grace time.Duration, opts func(i 
 	for i, count := range perNode {
 		var pools []*zfsd.Pool
 		for range count {
-			p, _ := zfsenv.Pool(t, 512<<20)
+			p, _ := zfstest.Pool(t, 512<<20)
 			pools = append(pools, p)
 		}
 		total += count

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package mesh_test
 
 import (

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package poolpods_test
 
 import (
@@ -19,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
@@ -69,7 +71,7 @@ func imported(name string) bool { return exec.Command("zpool", "list", name).Run
 // marker appears; the next pool pod brings it back with the data; and a
 // second node cannot import it while the first holds it.
 func TestPoolFollowsItsPoolPod(t *testing.T) {
-	zfsenv.Require(t)
+	zfstest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
@@ -77,8 +79,8 @@ func TestPoolFollowsItsPoolPod(t *testing.T) {
 	if err := os.MkdirAll(disk, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	pool := zfsenv.UniqueName("pp")
-	t.Cleanup(func() { zfsenv.ForgetPool(t, pool) })
+	pool := zfstest.UniqueName("pp")
+	t.Cleanup(func() { zfstest.ForgetPool(t, pool) })
 	kubeletMount(t, kubelet, "uid-1", "pv-1", disk)
 
 	client := fake.NewSimpleClientset(&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: pool, Namespace: ns},
@@ -90,7 +92,7 @@ func TestPoolFollowsItsPoolPod(t *testing.T) {
 			Fence: mesh.New(mesh.Config{View: view}),
 			Open: func(ctx context.Context, cfg zfsd.Config) (*zfsd.Pool, error) {
 				cfg.Size = 256 << 20
-				return zfsd.Open(ctx, zfsenv.Client(), cfg)
+				return zfsd.Open(ctx, zfstest.Client(), cfg)
 			}})
 	}
 	poolsA := zfsd.NewSet()

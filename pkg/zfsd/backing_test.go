@@ -1,3 +1,5 @@
+//go:build zfs
+
 package zfsd_test
 
 import (
@@ -14,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -85,7 +87,7 @@ func backingHelper() error {
 }
 
 func TestBackingFolderThroughHostVisiblePath(t *testing.T) {
-	zfsenv.Require(t)
+	zfstest.Require(t)
 	tmp := t.TempDir()
 	hostDir := filepath.Join(tmp, "host", "backing")
 	containerDir := filepath.Join(tmp, "container", "backing")
@@ -95,8 +97,8 @@ func TestBackingFolderThroughHostVisiblePath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pool := zfsenv.UniqueName("bk")
-	t.Cleanup(func() { zfsenv.ForgetPool(t, pool) })
+	pool := zfstest.UniqueName("bk")
+	t.Cleanup(func() { zfstest.ForgetPool(t, pool) })
 
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join([]string{hostDir, containerDir, pool, mountRoot, strconv.Itoa(os.Getpid())}, "|"))
@@ -112,11 +114,11 @@ func TestBackingFolderThroughHostVisiblePath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := zfsd.Config{Name: pool, Dir: hostDir, MountRoot: mountRoot, Node: "host"}
-	p, err := zfsd.Open(ctx, zfsenv.Client(), cfg)
+	p, err := zfsd.Open(ctx, zfstest.Client(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { zfsenv.Remove(t, p, cfg) })
+	t.Cleanup(func() { zfstest.Remove(t, p, cfg) })
 	if _, err := p.GetDotByName(ctx, "from-container"); err != nil {
 		t.Fatalf("dot made in the container is not on the host's import: %v", err)
 	}

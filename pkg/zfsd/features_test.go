@@ -1,3 +1,5 @@
+//go:build zfs
+
 package zfsd_test
 
 import (
@@ -9,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
@@ -44,7 +46,7 @@ func mountsAt(t *testing.T, path string) []mountinfo.Mount {
 // mount -t zfs at their path, idempotently; zfs-fuse keeps mounting
 // through the mountpoint property.
 func TestDotsMountLegacyWhereTheKernelHasZFS(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	fs, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +125,7 @@ func TestDotsMountLegacyWhereTheKernelHasZFS(t *testing.T) {
 // needs a pool feature: ZFS itself is the judge of what the pool can do,
 // and a refusal says so as invalid, names why, and makes nothing.
 func TestCompressionNeedsThePoolFeature(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	info, err := p.Info(ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +136,7 @@ func TestCompressionNeedsThePoolFeature(t *testing.T) {
 		canDo := exec.Command("zfs", "create", "-o", "canmount=off", "-o", "compression="+v, probe).Run() == nil
 		if canDo {
 			// Through the client: zfs-fuse often says "busy" right after a create.
-			if err := zfsenv.Client().Destroy(ctx(t), probe, false); err != nil {
+			if err := zfstest.Client().Destroy(ctx(t), probe, false); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -1,3 +1,5 @@
+//go:build zfs
+
 package zfsd_test
 
 import (
@@ -16,7 +18,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
 
@@ -82,7 +84,7 @@ func mount(t *testing.T, p *zfsd.Pool, id string) string {
 }
 
 func TestDotsAndCommitsSurviveExportAndImport(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	d := newDot(t, p, "survivor")
 	want := writeRandom(t, filepath.Join(mount(t, p, d.ID), "data"), 1<<20)
 	c, err := p.CreateCommit(ctx(t), d.ID, "snap-1")
@@ -96,11 +98,11 @@ func TestDotsAndCommitsSurviveExportAndImport(t *testing.T) {
 		t.Fatal("pool still imported after Close")
 	}
 
-	p2, err := zfsd.Open(ctx(t), zfsenv.Client(), cfg)
+	p2, err := zfsd.Open(ctx(t), zfstest.Client(), cfg)
 	if err != nil {
 		t.Fatalf("re-import: %v", err)
 	}
-	t.Cleanup(func() { zfsenv.Remove(t, p2, cfg) })
+	t.Cleanup(func() { zfstest.Remove(t, p2, cfg) })
 	got, err := p2.GetDotByName(ctx(t), "survivor")
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +120,7 @@ func TestDotsAndCommitsSurviveExportAndImport(t *testing.T) {
 }
 
 func TestBranchEqualsItsCommit(t *testing.T) {
-	p, _ := zfsenv.Pool(t, 256<<20)
+	p, _ := zfstest.Pool(t, 256<<20)
 	d := newDot(t, p, "origin")
 	dir := mount(t, p, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 4<<20)
@@ -167,7 +169,7 @@ func TestBranchEqualsItsCommit(t *testing.T) {
 }
 
 func TestDeferredCommitDeletion(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	a := newDot(t, p, "a")
 	c, err := p.CreateCommit(ctx(t), a.ID, "c")
 	if err != nil {
@@ -216,7 +218,7 @@ func TestDeferredCommitDeletion(t *testing.T) {
 }
 
 func TestDeletionSurvivesRestart(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	a := newDot(t, p, "a")
 	c, err := p.CreateCommit(ctx(t), a.ID, "c")
 	if err != nil {
@@ -231,17 +233,17 @@ func TestDeletionSurvivesRestart(t *testing.T) {
 	}
 	// The branch is destroyed behind the driver's back (a crash between
 	// destroying it and collecting its origin); reopening collects.
-	if err := zfsenv.Client().Destroy(ctx(t), cfg.Name+"/dots/"+b.ID, false); err != nil {
+	if err := zfstest.Client().Destroy(ctx(t), cfg.Name+"/dots/"+b.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Close(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	p2, err := zfsd.Open(ctx(t), zfsenv.Client(), cfg)
+	p2, err := zfsd.Open(ctx(t), zfstest.Client(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { zfsenv.Remove(t, p2, cfg) })
+	t.Cleanup(func() { zfstest.Remove(t, p2, cfg) })
 	if exists(t, cfg.Name+"/dots/"+c.ID) {
 		t.Fatal("hidden commit not collected on open")
 	}
@@ -251,7 +253,7 @@ func TestDeletionSurvivesRestart(t *testing.T) {
 }
 
 func TestHalfMadeDetachedCopyIsCollected(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	a := newDot(t, p, "a")
 	c, err := p.CreateCommit(ctx(t), a.ID, "c")
 	if err != nil {
@@ -281,11 +283,11 @@ func TestHalfMadeDetachedCopyIsCollected(t *testing.T) {
 	if err := p.Close(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	p2, err := zfsd.Open(ctx(t), zfsenv.Client(), cfg)
+	p2, err := zfsd.Open(ctx(t), zfstest.Client(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { zfsenv.Remove(t, p2, cfg) })
+	t.Cleanup(func() { zfstest.Remove(t, p2, cfg) })
 	if exists(t, half) {
 		t.Fatal("half-made copy not collected")
 	}
@@ -299,7 +301,7 @@ func TestHalfMadeDetachedCopyIsCollected(t *testing.T) {
 }
 
 func TestResizeIsOnline(t *testing.T) {
-	p, cfg := zfsenv.Pool(t, 256<<20)
+	p, cfg := zfstest.Pool(t, 256<<20)
 	d := newDot(t, p, "grow")
 	mount(t, p, d.ID)
 	if _, err := p.ResizeDot(ctx(t), d.ID, 128<<20); err != nil {
@@ -318,7 +320,7 @@ func TestResizeIsOnline(t *testing.T) {
 // detached branch of its commit must not take that path along (the stream
 // carries the origin's mountpoint) and mount on top of it.
 func TestStagedDotAndItsDetachedBranch(t *testing.T) {
-	p, _ := zfsenv.Pool(t, 256<<20)
+	p, _ := zfstest.Pool(t, 256<<20)
 	d := newDot(t, p, "staged")
 	staging := filepath.Join(t.TempDir(), "globalmount")
 	if err := p.StageDot(ctx(t), d.ID, staging); err != nil {
@@ -366,7 +368,7 @@ func TestStagedDotAndItsDetachedBranch(t *testing.T) {
 // A staging path that already holds another filesystem is refused, and
 // the dot is not mounted over it.
 func TestStageDotRefusesAnOccupiedPath(t *testing.T) {
-	p, _ := zfsenv.Pool(t, 256<<20)
+	p, _ := zfstest.Pool(t, 256<<20)
 	d := newDot(t, p, "occupied")
 	staging := filepath.Join(t.TempDir(), "globalmount")
 	if err := os.MkdirAll(staging, 0o750); err != nil {

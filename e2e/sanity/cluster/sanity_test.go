@@ -1,3 +1,5 @@
+//go:build zfs
+
 // Package cluster runs csi-sanity against the controller of a 3-node
 // harness cluster (each node its own namespaces, zfs-fuse and disk; a real
 // etcd and kube-apiserver), with node0's plugin as the node under test.

@@ -1,3 +1,5 @@
+//go:build zfs
+
 // Package inprocess runs the upstream csi-sanity suite in process against
 // the real driver over a unix socket, on a real ZFS pool.
 package inprocess
@@ -12,12 +14,12 @@ import (
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 )
 
 func TestSanity(t *testing.T) {
-	pool, cfg := zfsenv.Pool(t, 512<<20)
+	pool, cfg := zfstest.Pool(t, 512<<20)
 	dir := t.TempDir()
 	d := driver.New(driver.Config{NodeID: "test-node", AllowedTargetDirs: []string{dir}, DefaultCapacity: 64 << 20}, pool)
 	srv := driver.NewServer(d, driver.Services{Controller: true, Node: true})

@@ -1,3 +1,5 @@
+//go:build zfs
+
 // Package split runs csi-sanity against the two real binaries: the node
 // plugin (Identity + Node, and zfsd's API) and the controller plugin
 // (Identity + Controller, which drives zfsd), each on its own socket.
@@ -13,16 +15,16 @@ import (
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 
 	"github.com/dotmesh-io/dotmesh-csi/e2e/procs"
-	"github.com/dotmesh-io/dotmesh-csi/e2e/zfsenv"
+	"github.com/dotmesh-io/dotmesh-csi/internal/zfstest"
 )
 
 func TestSanitySplitBinaries(t *testing.T) {
-	zfsenv.Require(t)
+	zfstest.Require(t)
 	dir := t.TempDir()
 	nodeBin := procs.Build(t, dir, "node")
 	ctrlBin := procs.Build(t, dir, "controller")
-	pool := zfsenv.UniqueName("split")
-	t.Cleanup(func() { zfsenv.ForgetPool(t, pool) })
+	pool := zfstest.UniqueName("split")
+	t.Cleanup(func() { zfstest.ForgetPool(t, pool) })
 
 	nodeSock := filepath.Join(dir, "node.sock")
 	zfsdSock := filepath.Join(dir, "zfsd.sock")
