@@ -204,7 +204,7 @@ func TestCreateVolumeFromASnapshotOrVolume(t *testing.T) {
 	// The source lives on pool1, which has less free: a branch goes there
 	// all the same, since an instant clone needs its origin.
 	src, err := r.d.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "src", VolumeCapabilities: []*csi.VolumeCapability{fsCap},
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 24 * mib},
+		CapacityRange:             &csi.CapacityRange{RequiredBytes: 24 * mib},
 		AccessibilityRequirements: &csi.TopologyRequirement{Requisite: []*csi.Topology{{Segments: map[string]string{driver.TopologyKey: "node1"}}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -438,7 +438,9 @@ func TestListVolumesPages(t *testing.T) {
 func TestGetCapacityPerTopology(t *testing.T) {
 	r := newRig(t, driver.Config{}, tank, pool1)
 	ctx := t.Context()
-	at := func(node string) *csi.Topology { return &csi.Topology{Segments: map[string]string{driver.TopologyKey: node}} }
+	at := func(node string) *csi.Topology {
+		return &csi.Topology{Segments: map[string]string{driver.TopologyKey: node}}
+	}
 	for _, c := range []struct {
 		name string
 		req  *csi.GetCapacityRequest

@@ -231,7 +231,7 @@ type fakeStore struct {
 	mounter *fakeMounter
 	devDir  string
 	fail    map[string]error
-	calls   map[string]int // method → how often it was called
+	calls   map[string]int           // method → how often it was called
 	block   map[string]chan struct{} // method → closed to let its next call go on
 	entered chan string              // a held method's name, once its call waits
 }
