@@ -40,7 +40,8 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 	}, nil
 }
 
-// NodeStageVolume mounts the dot and binds it at the staging path.
+// NodeStageVolume mounts the dot's filesystem at the staging path itself
+// (see zfsd.Pool.StageDot); a block dot is only made ready.
 func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if err := checkID("volume", id); err != nil {
@@ -95,8 +96,9 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	return &csi.NodeStageVolumeResponse{}, nil
 }
 
-// NodeUnstageVolume removes the staging bind and, when nothing else uses the
-// dot on this node, unmounts the dot so it can be destroyed or handed off.
+// NodeUnstageVolume unmounts the dot from the staging path, its only mount
+// while staged, so it can be destroyed or handed off. Only mounts of the
+// named volume are touched.
 func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if err := checkID("volume", id); err != nil {
