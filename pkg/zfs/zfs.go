@@ -46,6 +46,13 @@ type Client struct {
 
 	legacyOnce sync.Once
 	legacy     bool // `mount -t zfs` works (OpenZFS's kernel module)
+
+	// mountMu runs one `zfs mount` or `zfs unmount` at a time. zfs-fuse
+	// has wedged for good (a new mount's FUSE INIT never answered, every
+	// later call hanging) with four mounts and their first reads going at
+	// once; two stages at once in one node plugin did it in the e2e
+	// cluster. A mount takes tens of milliseconds, so the queue is short.
+	mountMu sync.Mutex
 }
 
 // New returns a Client over r.
@@ -358,7 +365,9 @@ func (c *Client) Mount(ctx context.Context, ds string) error {
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
+	c.mountMu.Lock()
 	_, err := c.zfs(ctx, "mount", ds, ds)
+	c.mountMu.Unlock()
 	if err != nil && (IsKind(err, KindBusy) || strings.Contains(err.Error(), "already mounted")) {
 		ds2, gerr := c.Get(ctx, []string{ds}, false, "mounted")
 		if gerr == nil && len(ds2) == 1 && ds2[0].Props["mounted"].Value == "yes" {
@@ -373,7 +382,9 @@ func (c *Client) Unmount(ctx context.Context, ds string) error {
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
+	c.mountMu.Lock()
 	_, err := c.zfs(ctx, "unmount", ds, ds)
+	c.mountMu.Unlock()
 	if err != nil && strings.Contains(err.Error(), "not currently mounted") {
 		return nil
 	}
