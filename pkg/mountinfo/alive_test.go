@@ -161,13 +161,16 @@ func TestUnmountOnly(t *testing.T) {
 	if err := unix.Mount("other", p, "tmpfs", 0, "size=64k"); err != nil {
 		t.Fatal(err)
 	}
+	// Counted, not assumed: under a shared parent (the guest's systemd
+	// makes / shared) a bind shows up more than once.
+	before := countAt(t, p)
 	err = UnmountOnly(p, ours)
 	var foreign *ForeignMountError
 	if !errors.As(err, &foreign) || !errors.Is(err, ErrMountedElsewhere) || foreign.Mount.Source != "other" || foreign.Path != p {
 		t.Fatalf("UnmountOnly under a foreign mount: %v, want a ForeignMountError naming it", err)
 	}
-	if n := countAt(t, p); n != 3 {
-		t.Fatalf("%d mounts left at %s, want all 3 untouched", n, p)
+	if n := countAt(t, p); n != before {
+		t.Fatalf("%d mounts left at %s, want all %d untouched", n, p, before)
 	}
 
 	// The foreign one gone, both of ours go, and the source is untouched.
