@@ -74,6 +74,16 @@ func validID(id string) error {
 	return nil
 }
 
+// goneAlready checks the volume ID of a call that removes something: an ID
+// this driver could never have made names nothing, so there is nothing left
+// to remove and the call succeeds, as CSI wants of a repeated delete.
+func goneAlready(id string) (bool, error) {
+	if id == "" {
+		return false, status.Error(codes.InvalidArgument, "volume ID missing")
+	}
+	return validID(id) != nil, nil
+}
+
 func (d *Driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
 	return &csi.GetPluginInfoResponse{Name: Name, VendorVersion: "test"}, nil
 }
@@ -160,11 +170,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID missing")
-	}
-	if validID(id) != nil {
-		return &csi.DeleteVolumeResponse{}, nil
+	if gone, err := goneAlready(id); gone || err != nil {
+		return &csi.DeleteVolumeResponse{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -234,11 +241,8 @@ func (d *Driver) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 
 func (d *Driver) ControllerUnpublishVolume(ctx context.Context, req *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID missing")
-	}
-	if validID(id) != nil {
-		return &csi.ControllerUnpublishVolumeResponse{}, nil
+	if gone, err := goneAlready(id); gone || err != nil {
+		return &csi.ControllerUnpublishVolumeResponse{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -48,6 +48,15 @@ func (s samples) pct(p float64) time.Duration {
 	return c[i]
 }
 
+// add times f and keeps the sample if f succeeded.
+func (s *samples) add(f func() error) error {
+	t, err := timed(f)
+	if err == nil {
+		*s = append(*s, t)
+	}
+	return err
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
 
 func timed(f func() error) (time.Duration, error) {
@@ -116,34 +125,26 @@ func run(bin, work string, n, bigMiB int) (err error) {
 	var vols, bares []string
 	for i := 0; i < n; i++ {
 		var id string
-		t, err := timed(func() (e error) { id, e = d.CreateVolume(ctx, fmt.Sprintf("bench-%d", i), volSize, ""); return })
-		if err != nil {
+		if err := rc.drv.add(func() (e error) { id, e = d.CreateVolume(ctx, fmt.Sprintf("bench-%d", i), volSize, ""); return }); err != nil {
 			return err
 		}
-		rc.drv = append(rc.drv, t)
 		vols = append(vols, id)
 		ds := fmt.Sprintf("%s/v%d", bare, i)
-		t, err = timed(func() error { return zfs(append(append([]string{"create"}, props(ds)...), ds)...) })
-		if err != nil {
+		if err := rc.base.add(func() error { return zfs(append(append([]string{"create"}, props(ds)...), ds)...) }); err != nil {
 			return err
 		}
-		rc.base = append(rc.base, t)
 		bares = append(bares, ds)
 	}
 	for i := range vols {
-		t, err := timed(func() error {
+		if err := rd.drv.add(func() error {
 			_, e := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vols[i]})
 			return e
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		rd.drv = append(rd.drv, t)
-		t, err = timed(func() error { return zfs("destroy", "-r", bares[i]) })
-		if err != nil {
+		if err := rd.base.add(func() error { return zfs("destroy", "-r", bares[i]) }); err != nil {
 			return err
 		}
-		rd.base = append(rd.base, t)
 	}
 
 	// CreateSnapshot and CreateVolume from a snapshot, on one source each.
@@ -160,46 +161,38 @@ func run(bin, work string, n, bigMiB int) (err error) {
 	var snaps []string
 	for i := 0; i < n; i++ {
 		var sid string
-		t, err := timed(func() error {
+		if err := rs.drv.add(func() error {
 			r, e := d.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: fmt.Sprintf("bench-snap-%d", i), SourceVolumeId: src})
 			sid = r.GetSnapshot().GetSnapshotId()
 			return e
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		rs.drv = append(rs.drv, t)
 		snaps = append(snaps, sid)
 		snap := fmt.Sprintf("%s@c%d", bsrc, i)
-		t, err = timed(func() error {
+		if err := rs.base.add(func() error {
 			return zfs("snapshot", "-o", "io.dotmesh:commit-name=c", "-o", "io.dotmesh:commit-size="+strconv.Itoa(volSize),
 				"-o", "io.dotmesh:commit-created="+time.Now().UTC().Format(time.RFC3339Nano), snap)
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		rs.base = append(rs.base, t)
 	}
 	var restored []string
 	for i := 0; i < n; i++ {
 		var id string
-		t, err := timed(func() (e error) {
+		if err := rr.drv.add(func() (e error) {
 			id, e = d.CreateVolume(ctx, fmt.Sprintf("bench-restore-%d", i), volSize, snaps[i])
 			return
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		rr.drv = append(rr.drv, t)
 		restored = append(restored, id)
 		ds := fmt.Sprintf("%s/r%d", bare, i)
-		t, err = timed(func() error {
+		if err := rr.base.add(func() error {
 			return zfs(append(append([]string{"clone"}, props(ds)...), fmt.Sprintf("%s@c%d", bsrc, i), ds)...)
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		rr.base = append(rr.base, t)
 	}
 
 	// NodeStage + NodePublish against zfs mount + two bind mounts.
@@ -211,11 +204,9 @@ func run(bin, work string, n, bigMiB int) (err error) {
 		ds := fmt.Sprintf("%s/r%d", bare, i)
 		_ = zfs("unmount", pool+"/dots/"+id)
 		_ = zfs("unmount", ds)
-		t, err := timed(func() error { _, e := d.Publish(ctx, id); return e })
-		if err != nil {
+		if err := rp.drv.add(func() error { _, e := d.Publish(ctx, id); return e }); err != nil {
 			return err
 		}
-		rp.drv = append(rp.drv, t)
 		if err := d.Unpublish(ctx, id); err != nil {
 			return err
 		}
@@ -227,7 +218,7 @@ func run(bin, work string, n, bigMiB int) (err error) {
 				return err
 			}
 		}
-		t, err = timed(func() error {
+		if err := rp.base.add(func() error {
 			if err := zfs("mount", ds); err != nil {
 				return err
 			}
@@ -235,11 +226,9 @@ func run(bin, work string, n, bigMiB int) (err error) {
 				return err
 			}
 			return unix.Mount(staging, target, "", unix.MS_BIND, "")
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		rp.base = append(rp.base, t)
 		_ = unix.Unmount(target, 0)
 		_ = unix.Unmount(staging, 0)
 		_ = zfs("unmount", ds)
@@ -271,11 +260,7 @@ func dash(n int) string {
 // into another dot followed by a sync, which is what a copying driver pays.
 func branchVersusCopy(ctx context.Context, d *csiclient.Driver, mib int) error {
 	size := int64(mib+64) << 20
-	src, err := d.CreateVolume(ctx, "bench-big", size, "")
-	if err != nil {
-		return err
-	}
-	dir, err := d.Publish(ctx, src)
+	src, dir, err := newPublished(ctx, d, "bench-big", size)
 	if err != nil {
 		return err
 	}
@@ -308,18 +293,16 @@ func branchVersusCopy(ctx context.Context, d *csiclient.Driver, mib int) error {
 	var branch string
 	var branches samples
 	for i := 0; i < 5; i++ {
-		t, err := timed(func() error {
+		if err := branches.add(func() error {
 			r, e := d.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: fmt.Sprintf("bench-big-commit-%d", i), SourceVolumeId: src})
 			if e != nil {
 				return e
 			}
 			branch, e = d.CreateVolume(ctx, fmt.Sprintf("bench-big-branch-%d", i), size, r.GetSnapshot().GetSnapshotId())
 			return e
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		branches = append(branches, t)
 	}
 	branchTime := branches.pct(0.5)
 	bdir, err := d.Publish(ctx, branch)
@@ -331,11 +314,7 @@ func branchVersusCopy(ctx context.Context, d *csiclient.Driver, mib int) error {
 		return fmt.Errorf("branch data %s, want %s", got, want)
 	}
 
-	dst, err := d.CreateVolume(ctx, "bench-big-copy", size, "")
-	if err != nil {
-		return err
-	}
-	cdir, err := d.Publish(ctx, dst)
+	dst, cdir, err := newPublished(ctx, d, "bench-big-copy", size)
 	if err != nil {
 		return err
 	}
@@ -372,4 +351,14 @@ func sum(path string) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// newPublished creates an empty volume and publishes it; the caller
+// unpublishes it.
+func newPublished(ctx context.Context, d *csiclient.Driver, name string, size int64) (id, dir string, err error) {
+	if id, err = d.CreateVolume(ctx, name, size, ""); err != nil {
+		return "", "", err
+	}
+	dir, err = d.Publish(ctx, id)
+	return id, dir, err
 }

@@ -71,30 +71,38 @@ func run(bin, work string) (err error) {
 		}
 	}()
 
-	done := step("CreateVolume demo-dot (64 MiB)")
-	dot, err := d.CreateVolume(ctx, "demo-dot", 64<<20, "")
+	// newDot creates a 64 MiB volume (from source, if any), queues its
+	// deletion and publishes it.
+	newDot := func(name, source, label string) (id, target string, err error) {
+		done := step("CreateVolume %s %s", name, label)
+		if id, err = d.CreateVolume(ctx, name, 64<<20, source); err != nil {
+			return "", "", err
+		}
+		done()
+		cleanup = append(cleanup, func() error {
+			_, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+			return err
+		})
+		done = step("NodeStage + NodePublish %s", name)
+		if target, err = d.Publish(ctx, id); err != nil {
+			return "", "", err
+		}
+		published = append(published, id)
+		done()
+		return id, target, nil
+	}
+
+	dot, target, err := newDot("demo-dot", "", "(64 MiB)")
 	if err != nil {
 		return err
 	}
-	done()
-	cleanup = append(cleanup, func() error {
-		_, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: dot})
-		return err
-	})
-	done = step("NodeStage + NodePublish demo-dot")
-	target, err := d.Publish(ctx, dot)
-	if err != nil {
-		return err
-	}
-	published = append(published, dot)
-	done()
 	committed := fmt.Sprintf("hello from dot %s, written at %s\n", dot, time.Now().Format(time.RFC3339))
 	if err := os.WriteFile(filepath.Join(target, "hello.txt"), []byte(committed), 0o644); err != nil {
 		return err
 	}
 	fmt.Printf("  wrote hello.txt: %q\n", committed)
 
-	done = step("CreateSnapshot demo-commit (a commit)")
+	done := step("CreateSnapshot demo-commit (a commit)")
 	snap, err := d.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "demo-commit", SourceVolumeId: dot})
 	if err != nil {
 		return err
@@ -110,23 +118,10 @@ func run(bin, work string) (err error) {
 	}
 	fmt.Println("  changed hello.txt in demo-dot after the commit")
 
-	done = step("CreateVolume demo-branch from the commit")
-	branch, err := d.CreateVolume(ctx, "demo-branch", 64<<20, commit)
+	_, btarget, err := newDot("demo-branch", commit, "from the commit")
 	if err != nil {
 		return err
 	}
-	done()
-	cleanup = append(cleanup, func() error {
-		_, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: branch})
-		return err
-	})
-	done = step("NodeStage + NodePublish demo-branch")
-	btarget, err := d.Publish(ctx, branch)
-	if err != nil {
-		return err
-	}
-	published = append(published, branch)
-	done()
 	got, err := os.ReadFile(filepath.Join(btarget, "hello.txt"))
 	if err != nil {
 		return err

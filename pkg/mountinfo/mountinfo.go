@@ -151,27 +151,29 @@ func ReadFile(path string) ([]Mount, error) {
 // else.
 func Find(mounts []Mount, path string) (Mount, bool) {
 	p := absPath(path)
-	var best Mount
-	found := false
-	for _, m := range mounts {
-		if within(p, m.MountPoint) && (!found || len(m.MountPoint) >= len(best.MountPoint)) {
-			best, found = m, true
-		}
-	}
-	return best, found
+	return top(mounts, func(m, best Mount, found bool) bool {
+		return within(p, m.MountPoint) && (!found || len(m.MountPoint) >= len(best.MountPoint))
+	})
 }
 
 // IsMountPoint returns the topmost mount exactly at path.
 func IsMountPoint(mounts []Mount, path string) (Mount, bool) {
 	p := absPath(path)
-	var top Mount
+	return top(mounts, func(m, _ Mount, _ bool) bool { return m.MountPoint == p })
+}
+
+// top returns the last mount that beats the one chosen so far: the table
+// lists mounts in the order they were made, so the last one stacked at a
+// point is the one a path resolves to.
+func top(mounts []Mount, beats func(m, best Mount, found bool) bool) (Mount, bool) {
+	var best Mount
 	found := false
 	for _, m := range mounts {
-		if m.MountPoint == p {
-			top, found = m, true
+		if beats(m, best, found) {
+			best, found = m, true
 		}
 	}
-	return top, found
+	return best, found
 }
 
 // within reports whether p is base or lies below it, component-wise, so

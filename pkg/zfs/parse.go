@@ -51,16 +51,13 @@ func (d Dataset) OwnValue(prop string) string {
 // OpenZFS 2.x and zfs-fuse print one tab-separated line per (dataset,
 // property); the order of datasets is kept.
 func parseGet(out string) ([]Dataset, error) {
+	rows, err := splitRows(out, 4, "zfs get")
+	if err != nil {
+		return nil, err
+	}
 	var list []Dataset
 	index := map[string]int{}
-	for _, line := range strings.Split(out, "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		f := strings.Split(line, "\t")
-		if len(f) != 4 {
-			return nil, fmt.Errorf("zfs get: unexpected line %q", line)
-		}
+	for _, f := range rows {
 		i, ok := index[f[0]]
 		if !ok {
 			i = len(list)
@@ -85,21 +82,9 @@ func parseBytes(s string) (int64, error) {
 		return n, nil
 	}
 	mult := float64(1)
-	switch s[len(s)-1] {
-	case 'B', 'b':
-		s = s[:len(s)-1]
-	case 'K', 'k':
-		mult, s = 1<<10, s[:len(s)-1]
-	case 'M', 'm':
-		mult, s = 1<<20, s[:len(s)-1]
-	case 'G', 'g':
-		mult, s = 1<<30, s[:len(s)-1]
-	case 'T', 't':
-		mult, s = 1<<40, s[:len(s)-1]
-	case 'P', 'p':
-		mult, s = 1<<50, s[:len(s)-1]
-	case 'E', 'e':
-		mult, s = 1<<60, s[:len(s)-1]
+	// A unit letter multiplies by 1024 to the power of its place here.
+	if i := strings.IndexByte("BKMGTPE", s[len(s)-1]&^0x20); i >= 0 {
+		mult, s = math.Pow(1024, float64(i)), s[:len(s)-1]
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
@@ -122,15 +107,12 @@ type PoolStatus struct {
 
 // parseZpoolList parses `zpool list -H[p] -o name,size,free,health`.
 func parseZpoolList(out string) ([]PoolStatus, error) {
+	rows, err := splitRows(out, 4, "zpool list")
+	if err != nil {
+		return nil, err
+	}
 	var list []PoolStatus
-	for _, line := range strings.Split(out, "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		f := strings.Split(line, "\t")
-		if len(f) != 4 {
-			return nil, fmt.Errorf("zpool list: unexpected line %q", line)
-		}
+	for _, f := range rows {
 		size, err := parseBytes(f[1])
 		if err != nil {
 			return nil, fmt.Errorf("zpool list: size of %s: %w", f[0], err)
@@ -142,4 +124,22 @@ func parseZpoolList(out string) ([]PoolStatus, error) {
 		list = append(list, PoolStatus{Name: f[0], Size: size, Free: free, Health: f[3]})
 	}
 	return list, nil
+}
+
+// splitRows splits scripted (-H) output into its tab-separated fields, refusing a
+// line with another count: a tool that changed its columns must fail loudly
+// rather than have its values read as the wrong properties.
+func splitRows(out string, fields int, cmd string) ([][]string, error) {
+	var rows [][]string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != fields {
+			return nil, fmt.Errorf("%s: unexpected line %q", cmd, line)
+		}
+		rows = append(rows, f)
+	}
+	return rows, nil
 }

@@ -241,12 +241,7 @@ func (c *Client) Create(ctx context.Context, ds string, props []Prop) error {
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
-	args, err := propArgs(props)
-	if err != nil {
-		return err
-	}
-	_, err = c.zfs(ctx, "create", ds, append(args, ds)...)
-	return err
+	return c.withProps(ctx, "create", ds, props, ds)
 }
 
 // CreateVolume creates a zvol of size bytes.
@@ -254,14 +249,8 @@ func (c *Client) CreateVolume(ctx context.Context, ds string, size int64, props 
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
-	args, err := propArgs(props)
-	if err != nil {
-		return err
-	}
 	// Sparse (-s): capacity is a limit, not a reservation, as for filesystems.
-	args = append(args, "-s", "-V", fmt.Sprint(size), ds)
-	_, err = c.zfs(ctx, "create", ds, args...)
-	return err
+	return c.withProps(ctx, "create", ds, props, "-s", "-V", fmt.Sprint(size), ds)
 }
 
 // Snapshot takes snap ("ds@name") with its properties.
@@ -269,12 +258,7 @@ func (c *Client) Snapshot(ctx context.Context, snap string, props []Prop) error 
 	if err := ValidateSnapshot(snap); err != nil {
 		return err
 	}
-	args, err := propArgs(props)
-	if err != nil {
-		return err
-	}
-	_, err = c.zfs(ctx, "snapshot", snap, append(args, snap)...)
-	return err
+	return c.withProps(ctx, "snapshot", snap, props, snap)
 }
 
 // Clone makes ds from snap.
@@ -285,11 +269,17 @@ func (c *Client) Clone(ctx context.Context, snap, ds string, props []Prop) error
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
+	return c.withProps(ctx, "clone", ds, props, snap, ds)
+}
+
+// withProps runs a verb that makes target, with props set by -o in the same
+// call, so what it makes never exists without them.
+func (c *Client) withProps(ctx context.Context, verb, target string, props []Prop, rest ...string) error {
 	args, err := propArgs(props)
 	if err != nil {
 		return err
 	}
-	_, err = c.zfs(ctx, "clone", ds, append(args, snap, ds)...)
+	_, err = c.zfs(ctx, verb, target, append(args, rest...)...)
 	return err
 }
 
@@ -362,12 +352,7 @@ func (c *Client) Exists(ctx context.Context, name string) (bool, error) {
 
 // Mount mounts a filesystem at its mountpoint; already mounted is success.
 func (c *Client) Mount(ctx context.Context, ds string) error {
-	if err := ValidateDataset(ds); err != nil {
-		return err
-	}
-	c.mountMu.Lock()
-	_, err := c.zfs(ctx, "mount", ds, ds)
-	c.mountMu.Unlock()
+	err := c.mountCmd(ctx, "mount", ds)
 	if err != nil && (IsKind(err, KindBusy) || strings.Contains(err.Error(), "already mounted")) {
 		ds2, gerr := c.Get(ctx, []string{ds}, false, "mounted")
 		if gerr == nil && len(ds2) == 1 && ds2[0].Props["mounted"].Value == "yes" {
@@ -379,15 +364,22 @@ func (c *Client) Mount(ctx context.Context, ds string) error {
 
 // Unmount unmounts a filesystem; not mounted is success.
 func (c *Client) Unmount(ctx context.Context, ds string) error {
+	err := c.mountCmd(ctx, "unmount", ds)
+	if err != nil && strings.Contains(err.Error(), "not currently mounted") {
+		return nil
+	}
+	return err
+}
+
+// mountCmd runs `zfs mount` or `zfs unmount` on ds, one at a time per
+// process: zfs-fuse wedged for good under concurrent mounts.
+func (c *Client) mountCmd(ctx context.Context, verb, ds string) error {
 	if err := ValidateDataset(ds); err != nil {
 		return err
 	}
 	c.mountMu.Lock()
-	_, err := c.zfs(ctx, "unmount", ds, ds)
-	c.mountMu.Unlock()
-	if err != nil && strings.Contains(err.Error(), "not currently mounted") {
-		return nil
-	}
+	defer c.mountMu.Unlock()
+	_, err := c.zfs(ctx, verb, ds, ds)
 	return err
 }
 
