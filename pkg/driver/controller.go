@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -41,7 +40,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err := validateName("volume", name); err != nil {
 		return nil, err
 	}
-	props, mode, err := volumeParams(req.GetParameters())
+	params, err := volumeParams(req.GetParameters())
 	if err != nil {
 		return nil, err
 	}
@@ -64,49 +63,32 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, err
 	}
 	defer rel()
-	resp, err := d.createVolume(ctx, req, pools, props, mode, src)
+	resp, err := d.createVolume(ctx, req, pools, params, src)
 	return resp, toStatus(err)
 }
 
-// source is a validated volume content source.
-type source struct{ snapshot, volume string }
-
-func contentSource(cs *csi.VolumeContentSource) (source, error) {
+// contentSource checks a volume content source and says what to branch.
+func contentSource(cs *csi.VolumeContentSource) (zfsd.Source, error) {
+	var src zfsd.Source
 	switch {
 	case cs == nil:
-		return source{}, nil
+		return src, nil
 	case cs.GetSnapshot() != nil:
-		id := cs.GetSnapshot().GetSnapshotId()
-		if err := checkID("source snapshot", id); err != nil {
-			return source{}, err
-		}
-		return source{snapshot: id}, nil
+		src = zfsd.Source{Kind: zfsd.SourceCommit, ID: cs.GetSnapshot().GetSnapshotId()}
 	case cs.GetVolume() != nil:
-		id := cs.GetVolume().GetVolumeId()
-		if err := checkID("source volume", id); err != nil {
-			return source{}, err
-		}
-		return source{volume: id}, nil
+		src = zfsd.Source{Kind: zfsd.SourceDot, ID: cs.GetVolume().GetVolumeId()}
+	default:
+		return src, invalidf("volume content source has neither a snapshot nor a volume")
 	}
-	return source{}, invalidf("volume content source has neither a snapshot nor a volume")
+	return src, checkID("source "+string(src.Kind), src.ID)
 }
 
-func (s source) String() string {
-	switch {
-	case s.snapshot != "":
-		return "snapshot:" + s.snapshot
-	case s.volume != "":
-		return "volume:" + s.volume
-	}
-	return ""
-}
-
-func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest, pools []zfsd.PoolInfo, props map[string]string, mode zfsd.CloneMode, src source) (*csi.CreateVolumeResponse, error) {
+func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest, pools []zfsd.PoolInfo, params zfsd.Params, src zfsd.Source) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
 	block, _ := wantsBlock(req.GetVolumeCapabilities())
 	if existing, err := d.store.GetDotByName(ctx, name); err == nil {
-		if !fits(existing.Capacity, req.GetCapacityRange()) || existing.Source != src.String() || existing.Block != block ||
-			!maps.Equal(existing.Params, nonNil(req.GetParameters())) {
+		if !fits(existing.Capacity, req.GetCapacityRange()) || existing.Source != src || existing.Block != block ||
+			!existing.Params.Equal(params) {
 			return nil, statusf(codes.AlreadyExists, "volume %q exists as %s with other arguments (capacity %d, source %q)", name, existing.ID, existing.Capacity, existing.Source)
 		}
 		return d.volumeResponse(existing, pools, req.GetVolumeContentSource()), nil
@@ -117,9 +99,9 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 	// A branch defaults to its source's size; asking for less than the
 	// source's data is refused by ZFS and reported as OutOfRange.
 	def, near := d.cfg.DefaultCapacity, ""
-	switch {
-	case src.snapshot != "":
-		c, err := d.lookupCommit(ctx, src.snapshot)
+	switch src.Kind {
+	case zfsd.SourceCommit:
+		c, err := d.lookupCommit(ctx, src.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -127,8 +109,8 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 		if v, err := d.store.GetDot(ctx, c.DotID); err == nil {
 			near = v.Pool
 		}
-	case src.volume != "":
-		v, err := d.lookupDot(ctx, src.volume)
+	case zfsd.SourceDot:
+		v, err := d.lookupDot(ctx, src.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -144,27 +126,19 @@ func (d *Driver) createVolume(ctx context.Context, req *csi.CreateVolumeRequest,
 			return nil, statusf(codes.OutOfRange, "a block volume is a whole number of MiB; none fits between %d and %d bytes", req.GetCapacityRange().GetRequiredBytes(), lim)
 		}
 	}
-	if n, err := strconv.Atoi(req.GetParameters()[paramReplicas]); err == nil && n > nodeCount(pools) {
+	if n := params.Replicas; n > nodeCount(pools) {
 		return nil, statusf(codes.ResourceExhausted, "replicas=%d needs pools on %d nodes; %d are available", n, n, nodeCount(pools))
 	}
 	target, err := place(pools, req.GetAccessibilityRequirements(), size, near)
 	if err != nil {
 		return nil, err
 	}
-	spec := zfsd.DotSpec{Pool: target.Name, ID: uuid.NewString(), Name: name, Capacity: size, Params: nonNil(req.GetParameters()),
-		FromCommit: src.snapshot, FromDot: src.volume, CloneMode: mode, Props: props, Block: block}
+	spec := zfsd.DotSpec{Pool: target.Name, ID: uuid.NewString(), Name: name, Capacity: size, Params: params, Source: src, Block: block}
 	dot, err := d.store.CreateDot(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
 	return d.volumeResponse(dot, pools, req.GetVolumeContentSource()), nil
-}
-
-func nonNil(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
 }
 
 // checkSpace refuses a size the pool can never hold (OutOfRange) or cannot
@@ -252,7 +226,7 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	if err := checkCapabilities(req.GetVolumeCapabilities(), p.Zvols); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
-	if _, _, err := volumeParams(req.GetParameters()); err != nil {
+	if _, err := volumeParams(req.GetParameters()); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
 	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
@@ -304,7 +278,7 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 }
 
 func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
-	if _, _, err := volumeParams(req.GetParameters()); err != nil {
+	if _, err := volumeParams(req.GetParameters()); err != nil {
 		return nil, err
 	}
 	pools, err := d.pools(ctx)

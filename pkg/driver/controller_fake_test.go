@@ -93,7 +93,7 @@ func TestCreateVolumeIsIdempotentAndRefusesOtherArguments(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := first.GetVolume().GetVolumeId()
-	if d := r.dot(t, id); d.Name != "v" || d.Capacity != 16*mib || d.Params["compression"] != "lz4" || d.Block || d.Pool != "tank" {
+	if d := r.dot(t, id); d.Name != "v" || d.Capacity != 16*mib || d.Params.Compression != "lz4" || d.Block || d.Pool != "tank" {
 		t.Errorf("dot made: %+v", d)
 	}
 	again, err := r.d.CreateVolume(ctx, req)
@@ -226,7 +226,7 @@ func TestCreateVolumeFromASnapshotOrVolume(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		d := r.dot(t, resp.GetVolume().GetVolumeId())
-		if d.Source != c.want || d.Pool != "pool1" || d.Capacity != 24*mib {
+		if d.Source.String() != c.want || d.Pool != "pool1" || d.Capacity != 24*mib {
 			t.Errorf("%s: dot %+v; want source %s on pool1 with the source's 24 MiB", c.name, d, c.want)
 		}
 		if !proto.Equal(resp.GetVolume().GetContentSource(), c.source) {

@@ -352,23 +352,21 @@ func (s *fakeStore) CreateDot(_ context.Context, spec zfsd.DotSpec) (zfsd.Dot, e
 	if _, ok := s.dots[spec.ID]; ok {
 		return zfsd.Dot{}, fmt.Errorf("dot %s: %w", spec.ID, zfsd.ErrAlreadyExists)
 	}
-	d := zfsd.Dot{Pool: spec.Pool, ID: spec.ID, Name: spec.Name, Capacity: spec.Capacity, Params: spec.Params,
+	d := zfsd.Dot{Pool: spec.Pool, ID: spec.ID, Name: spec.Name, Capacity: spec.Capacity, Params: spec.Params, Source: spec.Source,
 		Created: time.Now(), Block: spec.Block, Master: true}
-	switch {
-	case spec.FromCommit != "":
-		c, ok := s.commits[spec.FromCommit]
+	switch spec.Source.Kind {
+	case zfsd.SourceCommit:
+		c, ok := s.commits[spec.Source.ID]
 		if !ok {
-			return zfsd.Dot{}, fmt.Errorf("commit %s: %w", spec.FromCommit, zfsd.ErrNotFound)
+			return zfsd.Dot{}, fmt.Errorf("commit %s: %w", spec.Source.ID, zfsd.ErrNotFound)
 		}
 		if spec.Capacity < c.Used {
 			return zfsd.Dot{}, fmt.Errorf("dot %s of %d bytes from commit %s holding %d: %w", spec.ID, spec.Capacity, c.ID, c.Used, zfsd.ErrTooSmall)
 		}
-		d.Source = "snapshot:" + spec.FromCommit
-	case spec.FromDot != "":
-		if _, ok := s.dots[spec.FromDot]; !ok {
-			return zfsd.Dot{}, fmt.Errorf("dot %s: %w", spec.FromDot, zfsd.ErrNotFound)
+	case zfsd.SourceDot:
+		if _, ok := s.dots[spec.Source.ID]; !ok {
+			return zfsd.Dot{}, fmt.Errorf("dot %s: %w", spec.Source.ID, zfsd.ErrNotFound)
 		}
-		d.Source = "volume:" + spec.FromDot
 	}
 	s.dots[d.ID] = d
 	s.minor[d.ID] = 100 + len(s.minor)

@@ -1,12 +1,9 @@
 package driver
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/google/uuid"
@@ -68,78 +65,20 @@ func isCommitID(id string) bool {
 	return ok && isDotID(dot) && isDotID(c)
 }
 
-// StorageClass parameters this driver understands.
-const (
-	paramCloneMode      = "cloneMode"
-	paramCompression    = "compression"
-	paramReplicas       = "replicas"       // copies of each commit, on different nodes
-	paramCommitInterval = "commitInterval" // automatic commits, bounding a failover's loss
-	// Keys the external-provisioner and snapshotter add with
-	// --extra-create-metadata; stored for humans, never interpreted.
-	csiMetadataPrefix = "csi.storage.k8s.io/"
-)
-
-var compressionValues = map[string]bool{"on": true, "off": true, "lzjb": true, "gzip": true, "zle": true, "lz4": true, "zstd": true}
-
-// volumeParams checks CreateVolume parameters and returns the ZFS
-// properties and clone mode they ask for.
-func volumeParams(params map[string]string) (props map[string]string, mode zfsd.CloneMode, err error) {
-	props = map[string]string{}
-	mode = zfsd.CloneInstant
-	for k, v := range params {
-		switch {
-		case k == paramCloneMode:
-			switch zfsd.CloneMode(v) {
-			case zfsd.CloneInstant, zfsd.CloneDetached:
-				mode = zfsd.CloneMode(v)
-			default:
-				return nil, "", invalidf("parameter %s=%q: must be %q or %q", k, v, zfsd.CloneInstant, zfsd.CloneDetached)
-			}
-		case k == paramCompression:
-			if !validCompression(v) {
-				return nil, "", invalidf("parameter %s=%q: must be one of on, off, lzjb, zle, gzip, gzip-1..9, lz4, zstd, zstd-1..19", k, v)
-			}
-			props["compression"] = v
-		case k == paramReplicas:
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 16 {
-				return nil, "", invalidf("parameter %s=%q: must be a whole number from 1 to 16", k, v)
-			}
-		case k == paramCommitInterval:
-			d, err := time.ParseDuration(v)
-			if err != nil || (d != 0 && d < 10*time.Second) {
-				return nil, "", invalidf("parameter %s=%q: must be a duration of at least 10s (or 0 for none)", k, v)
-			}
-		case strings.HasPrefix(k, csiMetadataPrefix):
-			if strings.ContainsAny(v, "\x00\n\t") {
-				return nil, "", invalidf("parameter %s has a control character", k)
-			}
-		default:
-			return nil, "", invalidf("unknown parameter %q (known: %s, %s, %s, %s)", k, paramCloneMode, paramCompression, paramReplicas, paramCommitInterval)
-		}
+// volumeParams parses CreateVolume parameters, once: the dot's spec
+// carries them typed from here.
+func volumeParams(m map[string]string) (zfsd.Params, error) {
+	p, err := zfsd.ParseParams(m)
+	if err != nil {
+		return zfsd.Params{}, invalidf("%v", err)
 	}
-	return props, mode, nil
-}
-
-func validCompression(v string) bool {
-	if compressionValues[v] {
-		return true
-	}
-	if n, ok := strings.CutPrefix(v, "gzip-"); ok {
-		return len(n) == 1 && n[0] >= '1' && n[0] <= '9'
-	}
-	if n, ok := strings.CutPrefix(v, "zstd-"); ok {
-		var i int
-		_, err := fmt.Sscanf(n, "%d", &i)
-		return err == nil && fmt.Sprint(i) == n && i >= 1 && i <= 19
-	}
-	return false
+	return p, nil
 }
 
 // snapshotParams accepts only the snapshotter's metadata.
 func snapshotParams(params map[string]string) error {
 	for k := range params {
-		if !strings.HasPrefix(k, csiMetadataPrefix) {
+		if !strings.HasPrefix(k, zfsd.MetadataPrefix) {
 			return invalidf("unknown snapshot parameter %q", k)
 		}
 	}

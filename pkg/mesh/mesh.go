@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -22,12 +21,6 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
-)
-
-// StorageClass parameters the mesh acts on (the driver validates them).
-const (
-	ParamReplicas       = "replicas"
-	ParamCommitInterval = "commitInterval"
 )
 
 // Config wires a Store.
@@ -220,7 +213,7 @@ func (s *Store) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error)
 
 // replicasFor picks the pools that hold the other copies: the emptiest
 // alive pools on other nodes than the master's.
-func (s *Store) replicasFor(ctx context.Context, master string, params map[string]string) ([]cluster.Replica, error) {
+func (s *Store) replicasFor(ctx context.Context, master string, asked int) ([]cluster.Replica, error) {
 	all, err := s.cfg.View.ListPools(ctx)
 	if err != nil {
 		return nil, err
@@ -236,12 +229,8 @@ func (s *Store) replicasFor(ctx context.Context, master string, params map[strin
 		}
 	}
 	want := min(3, len(alive))
-	if v, ok := params[ParamReplicas]; ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("parameter replicas=%q: %w", v, zfsd.ErrInvalid)
-		}
-		want = n
+	if asked > 0 {
+		want = asked
 	}
 	sort.Slice(alive, func(i, j int) bool { return alive[i].Available > alive[j].Available })
 	var out []cluster.Replica
@@ -262,26 +251,22 @@ func (s *Store) replicasFor(ctx context.Context, master string, params map[strin
 // CreateDot claims the dot in the view first, so no two controllers can
 // make it, then makes it on its master.
 func (s *Store) CreateDot(ctx context.Context, spec zfsd.DotSpec) (zfsd.Dot, error) {
-	replicas, err := s.replicasFor(ctx, spec.Pool, spec.Params)
+	replicas, err := s.replicasFor(ctx, spec.Pool, spec.Params.Replicas)
 	if err != nil {
 		return zfsd.Dot{}, err
 	}
-	if v, ok := spec.Props["compression"]; ok {
+	if v := spec.Params.Compression; v != "" {
 		if err := s.checkCompression(ctx, spec.Pool, v); err != nil {
 			return zfsd.Dot{}, err
 		}
 	}
-	if spec.FromCommit != "" || spec.FromDot != "" {
+	if !spec.Source.IsZero() {
 		if err := s.bringSource(ctx, spec); err != nil {
 			return zfsd.Dot{}, err
 		}
 	}
-	rec := cluster.Dot{ID: spec.ID, Name: spec.Name, Capacity: spec.Capacity, Master: spec.Pool, Replicas: replicas}
-	if v := spec.Params[ParamCommitInterval]; v != "" {
-		if rec.CommitInterval, err = time.ParseDuration(v); err != nil {
-			return zfsd.Dot{}, fmt.Errorf("parameter %s=%q: %w", ParamCommitInterval, v, zfsd.ErrInvalid)
-		}
-	}
+	rec := cluster.Dot{ID: spec.ID, Name: spec.Name, Capacity: spec.Capacity, Master: spec.Pool, Replicas: replicas,
+		CommitInterval: spec.Params.CommitInterval}
 	if _, err := s.cfg.View.CreateDot(ctx, rec); err != nil {
 		return zfsd.Dot{}, err
 	}
@@ -321,12 +306,9 @@ func (s *Store) checkCompression(ctx context.Context, pool, value string) error 
 // instant clone needs its origin there. If the source dot lives elsewhere
 // its master pushes it to the target, which becomes one more replica.
 func (s *Store) bringSource(ctx context.Context, spec zfsd.DotSpec) error {
-	srcID := spec.FromDot
-	if spec.FromCommit != "" {
-		srcID = dotOf(spec.FromCommit)
-	}
+	srcID := spec.Source.DotID()
 	rec, err := s.record(ctx, srcID)
-	if spec.FromCommit != "" {
+	if spec.Source.Kind == zfsd.SourceCommit {
 		rec, err = s.holder(ctx, srcID)
 	}
 	if err != nil {
@@ -335,7 +317,7 @@ func (s *Store) bringSource(ctx context.Context, spec zfsd.DotSpec) error {
 	if rec.Master == spec.Pool {
 		return nil
 	}
-	if spec.FromDot != "" {
+	if spec.Source.Kind == zfsd.SourceDot {
 		return status.Errorf(codes.Unimplemented, "branching dot %s (on pool %s) onto pool %s: branch a commit of it instead", srcID, rec.Master, spec.Pool)
 	}
 	src, _, err := s.client(ctx, rec.Master)

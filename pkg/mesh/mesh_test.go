@@ -168,10 +168,10 @@ func sum(t *testing.T, path string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func (tc *testCluster) createDot(t *testing.T, on *node, replicas string) zfsd.Dot {
+func (tc *testCluster) createDot(t *testing.T, on *node, replicas int) zfsd.Dot {
 	t.Helper()
 	d, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: on.pool.Name(), ID: uuid.NewString(), Name: "dot-" + uuid.NewString()[:8],
-		Capacity: 256 << 20, Params: map[string]string{mesh.ParamReplicas: replicas}})
+		Capacity: 256 << 20, Params: zfsd.Params{Replicas: replicas}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func (tc *testCluster) commit(t *testing.T, dot, name string) {
 func TestReplicationIsIncremental(t *testing.T) {
 	tc := newCluster(t, 3, time.Minute)
 	a := tc.nodes[0]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	rec, _ := tc.view.GetDot(ctxT(t), d.ID)
 	if len(rec.Replicas) != 1 || rec.Master != a.pool.Name() {
 		t.Fatalf("record %+v: want master %s and one replica", rec, a.pool.Name())
@@ -235,7 +235,7 @@ func TestReplicationIsIncremental(t *testing.T) {
 func TestHandoffMovesOnlyTheDiff(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 16<<20)
 	tc.commit(t, d.ID, "c1")
@@ -278,7 +278,7 @@ func TestHandoffMovesOnlyTheDiff(t *testing.T) {
 
 func TestExactlyOneNodeWinsARace(t *testing.T) {
 	tc := newCluster(t, 3, time.Minute)
-	d := tc.createDot(t, tc.nodes[0], "1")
+	d := tc.createDot(t, tc.nodes[0], 1)
 	dir, err := tc.nodes[0].store.MountDot(ctxT(t), d.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func TestFailoverAfterGraceReportsLoss(t *testing.T) {
 	grace := 3 * time.Second
 	tc := newCluster(t, 2, grace)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 4<<20)
 	tc.commit(t, d.ID, "replicated")
@@ -391,7 +391,7 @@ func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
 func TestViewIsRebuiltFromThePools(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a := tc.nodes[0]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
 	tc.commit(t, d.ID, "c1")
@@ -421,14 +421,16 @@ func TestViewIsRebuiltFromThePools(t *testing.T) {
 
 func TestCommitIntervalCommitsAndReplicates(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
+	// The shortest interval a StorageClass may ask for: the node the dot
+	// is made on refuses less. The first commit is due at once.
 	d, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: tc.nodes[0].pool.Name(), ID: uuid.NewString(), Name: "auto",
-		Capacity: 64 << 20, Params: map[string]string{mesh.ParamReplicas: "2", mesh.ParamCommitInterval: "500ms"}})
+		Capacity: 64 << 20, Params: zfsd.Params{Replicas: 2, CommitInterval: zfsd.MinCommitInterval}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go tc.ctrl.AutoCommit(ctx, 100*time.Millisecond)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(zfsd.MinCommitInterval + 30*time.Second)
 	for {
 		rec, _ := tc.view.GetDot(ctxT(t), d.ID)
 		if rec.Seq >= 2 && len(rec.Replicas) == 1 && rec.Replicas[0].Seq >= 2 {
@@ -450,7 +452,7 @@ func TestCommitIntervalCommitsAndReplicates(t *testing.T) {
 func TestBranchOfACommitOnAnotherPool(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "1")
+	d := tc.createDot(t, a, 1)
 	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 2<<20)
 	c, err := tc.ctrl.CreateCommit(ctxT(t), d.ID, "c1")
@@ -458,7 +460,7 @@ func TestBranchOfACommitOnAnotherPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	br, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: b.pool.Name(), ID: uuid.NewString(), Name: "branch",
-		Capacity: 64 << 20, FromCommit: c.ID, Params: map[string]string{mesh.ParamReplicas: "1"}})
+		Capacity: 64 << 20, Source: zfsd.Source{Kind: zfsd.SourceCommit, ID: c.ID}, Params: zfsd.Params{Replicas: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +483,7 @@ func TestBranchOfACommitOnAnotherPool(t *testing.T) {
 func TestDivergedReplicaIsReseeded(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
 	tc.commit(t, d.ID, "c1")
@@ -518,7 +520,7 @@ func TestDivergedReplicaIsReseeded(t *testing.T) {
 func TestDeletedDotIsNotRebuiltFromAnUnreachableReplica(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	tc.commit(t, d.ID, "c1")
 	// b stops reporting: its copy cannot be dropped now.
 	b.stop()
@@ -576,7 +578,7 @@ func TestDeletedDotIsNotRebuiltFromAnUnreachableReplica(t *testing.T) {
 func TestReplicaDoesNotKeepTheStagingPath(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a := tc.nodes[0]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	staging := filepath.Join(t.TempDir(), "globalmount")
 	if err := a.store.StageDot(ctxT(t), d.ID, staging); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func TestOneNodeServesTwoPools(t *testing.T) {
 		}
 	}
 
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 8<<20)
 	tc.commit(t, d.ID, "c1")

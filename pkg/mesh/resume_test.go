@@ -119,7 +119,7 @@ func resumable(t *testing.T, from, to *node) bool {
 func TestInterruptedReplicationResumes(t *testing.T) {
 	tc, cut := cutNodeB(t)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "2")
+	d := tc.createDot(t, a, 2)
 	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 64<<20)
 	if err := a.store.UnmountDot(ctxT(t), d.ID); err != nil {
@@ -190,7 +190,7 @@ func TestInterruptedReplicationResumes(t *testing.T) {
 func TestInterruptedHandoffResumes(t *testing.T) {
 	tc, cut := cutNodeB(t)
 	a, b := tc.nodes[0], tc.nodes[1]
-	d := tc.createDot(t, a, "1")
+	d := tc.createDot(t, a, 1)
 	dir := a.mount(t, d.ID)
 	want := writeRandom(t, filepath.Join(dir, "data"), 64<<20)
 	if err := a.store.UnmountDot(ctxT(t), d.ID); err != nil {
@@ -261,7 +261,7 @@ func TestCompressionTheTargetCannotDoIsRefusedFirst(t *testing.T) {
 	for _, algo := range []string{"lz4", "zstd"} {
 		id := uuid.NewString()
 		_, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: a.pool.Name(), ID: id, Name: "c-" + algo, Capacity: 64 << 20,
-			Params: map[string]string{"compression": algo}, Props: map[string]string{"compression": algo}})
+			Params: zfsd.Params{Compression: algo}})
 		if info.Compression[algo] {
 			if err != nil {
 				t.Errorf("%s on a pool that has it: %v", algo, err)

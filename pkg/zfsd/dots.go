@@ -30,16 +30,19 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 	if s.Pool != "" && s.Pool != p.cfg.Name {
 		return Dot{}, fmt.Errorf("dot %s asked for pool %s, this is pool %s: %w", s.ID, s.Pool, p.cfg.Name, ErrInvalid)
 	}
+	if k := s.Source.Kind; !s.Source.IsZero() && k != SourceCommit && k != SourceDot {
+		return Dot{}, fmt.Errorf("dot %s asked to branch from %q, neither a commit nor a dot: %w", s.ID, s.Source, ErrInvalid)
+	}
 	if s.Block && !p.zvols {
 		return Dot{}, fmt.Errorf("dot %s: block volumes need zvols, which this ZFS does not have: %w", s.ID, ErrUnsupported)
 	}
-	if v, ok := s.Props["compression"]; ok {
+	if v := s.Params.Compression; v != "" {
 		if err := p.checkCompression(v); err != nil {
 			return Dot{}, fmt.Errorf("dot %s (%s): %w", s.ID, s.Name, err)
 		}
 	}
 	now := time.Now()
-	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params, Created: now, Block: s.Block, Master: true}
+	d := &Dot{Pool: p.cfg.Name, ID: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params.copy(), Source: s.Source, Created: now, Block: s.Block, Master: true}
 	props := map[string]string{
 		propRole:     "master",
 		propManaged:  "true",
@@ -48,8 +51,11 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 		propCapacity: strconv.FormatInt(s.Capacity, 10),
 		propCreated:  formatTime(now),
 	}
-	if len(s.Params) > 0 {
-		props[propParams] = encodeParams(s.Params)
+	if m := s.Params.Map(); len(m) > 0 {
+		props[propParams] = encodeParams(m)
+	}
+	if !s.Source.IsZero() {
+		props[propSource] = s.Source.String()
 	}
 	if !s.Block {
 		// Dots mount when staged, and refquota is the capacity (snapshots
@@ -65,27 +71,23 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 			d.legacyMount = true
 		}
 	}
-	for k, v := range s.Props {
+	for k, v := range s.Params.Props() {
 		props[k] = v
 	}
 	ds := p.dataset(s.ID)
 	p.armReserve(ctx)
 	var err error
 	switch {
-	case s.FromCommit != "":
-		d.Source = "snapshot:" + s.FromCommit
-		props[propSource] = d.Source
-		err = p.branch(ctx, s.FromCommit, ds, s.CloneMode, props, d)
-	case s.FromDot != "":
-		d.Source = "volume:" + s.FromDot
-		props[propSource] = d.Source
-		err = p.branchDot(ctx, s.FromDot, ds, s.CloneMode, props, d)
+	case s.Source.Kind == SourceCommit:
+		err = p.branch(ctx, s.Source.ID, ds, s.Params.Clone(), props, d)
+	case s.Source.Kind == SourceDot:
+		err = p.branchDot(ctx, s.Source.ID, ds, s.Params.Clone(), props, d)
 	case s.Block:
 		err = p.z.CreateVolume(ctx, ds, s.Capacity, zfs.PropsFromMap(props))
 	default:
 		err = p.z.Create(ctx, ds, zfs.PropsFromMap(props))
 	}
-	if err == nil && s.Block && (s.FromCommit != "" || s.FromDot != "") {
+	if err == nil && s.Block && !s.Source.IsZero() {
 		// A branch of a zvol starts at its origin's size.
 		err = p.growVolume(ctx, ds, s.Capacity)
 	}
@@ -95,7 +97,7 @@ func (p *Pool) CreateDot(ctx context.Context, s DotSpec) (Dot, error) {
 	p.mu.Lock()
 	p.dots[s.ID] = d
 	p.mu.Unlock()
-	klog.InfoS("dot created", "pool", p.cfg.Name, "dot", s.ID, "name", s.Name, "bytes", s.Capacity, "source", d.Source)
+	klog.InfoS("dot created", "pool", p.cfg.Name, "dot", s.ID, "name", s.Name, "bytes", s.Capacity, "source", d.Source.String())
 	return copyDot(d), nil
 }
 

@@ -141,7 +141,7 @@ func TestCompressionNeedsThePoolFeature(t *testing.T) {
 			}
 		}
 		id := uuid.NewString()
-		_, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: id, Name: "c-" + v, Capacity: 64 << 20, Props: map[string]string{"compression": v}})
+		_, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: id, Name: "c-" + v, Capacity: 64 << 20, Params: zfsd.Params{Compression: v}})
 		if canDo {
 			if err != nil {
 				t.Errorf("compression=%s, which ZFS takes here: %v", v, err)

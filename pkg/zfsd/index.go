@@ -40,6 +40,27 @@ func decodeParams(s string) map[string]string {
 	return m
 }
 
+// storedParams reads a dot's stored parameters. The driver checked them
+// before they were stored, so a refusal means a newer driver wrote a key
+// this one does not know: the dot keeps the rest and stays usable.
+func (p *Pool) storedParams(dotID, v string) Params {
+	params, err := ParseParams(decodeParams(v))
+	if err != nil {
+		klog.ErrorS(err, "dot's stored parameters; keeping those understood", "pool", p.cfg.Name, "dot", dotID)
+	}
+	return params
+}
+
+// storedSource reads what a dot was branched from, which only says where
+// it came from: a value this driver cannot read is logged and left out.
+func (p *Pool) storedSource(dotID, v string) Source {
+	src, err := ParseSource(v)
+	if err != nil {
+		klog.ErrorS(err, "dot's stored source; left out", "pool", p.cfg.Name, "dot", dotID)
+	}
+	return src
+}
+
 func parseTime(s string) time.Time {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -117,8 +138,8 @@ func (p *Pool) parse(list []zfs.Dataset) (map[string]*Dot, map[string]*Commit) {
 			ID:       rel,
 			Name:     ds.OwnValue(propName),
 			Capacity: atoi(ds.OwnValue(propCapacity)),
-			Params:   decodeParams(ds.OwnValue(propParams)),
-			Source:   ds.OwnValue(propSource),
+			Params:   p.storedParams(rel, ds.OwnValue(propParams)),
+			Source:   p.storedSource(rel, ds.OwnValue(propSource)),
 			Created:  parseTime(ds.OwnValue(propCreated)),
 			Deleted:  ds.OwnValue(propDeleted) != "",
 		}
@@ -173,10 +194,7 @@ func (p *Pool) ListDots(context.Context) ([]Dot, error) {
 
 func copyDot(d *Dot) Dot {
 	c := *d
-	c.Params = make(map[string]string, len(d.Params))
-	for k, v := range d.Params {
-		c.Params[k] = v
-	}
+	c.Params = d.Params.copy()
 	return c
 }
 

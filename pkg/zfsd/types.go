@@ -41,8 +41,8 @@ type Dot struct {
 	ID       string
 	Name     string // the CSI volume name, unique on the pool
 	Capacity int64  // bytes; enforced by refquota
-	Params   map[string]string
-	Source   string // "snapshot:<snapshot-id>", "volume:<dot-id>" or ""
+	Params   Params
+	Source   Source
 	Created  time.Time
 	Deleted  bool   // hidden: deleted by the user, kept while others depend on it
 	Origin   string // ZFS origin snapshot of an instant branch, "" otherwise
@@ -70,13 +70,12 @@ type DotSpec struct {
 	ID       string
 	Name     string
 	Capacity int64
-	Params   map[string]string
-	// At most one source.
-	FromCommit string // commit ID to branch from
-	FromDot    string // dot ID to branch from (through an internal commit)
-	CloneMode  CloneMode
-	// Props are extra ZFS properties (compression, ...), already validated.
-	Props map[string]string
+	// Params were checked by the driver; the pool sets their Props and
+	// branches by their clone mode.
+	Params Params
+	// Source is the commit or dot to branch from (a dot through an
+	// internal commit); none makes an empty dot.
+	Source Source
 	// Block makes a zvol of Capacity bytes (a multiple of 1 MiB) instead of
 	// a filesystem.
 	Block bool

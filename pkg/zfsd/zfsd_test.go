@@ -66,7 +66,8 @@ func exists(t *testing.T, name string) bool {
 
 func newDot(t *testing.T, p *zfsd.Pool, name string) zfsd.Dot {
 	t.Helper()
-	d, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: name, Capacity: 64 << 20, Params: map[string]string{"k": "v"}})
+	d, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: name, Capacity: 64 << 20,
+		Params: zfsd.Params{Replicas: 2, Metadata: map[string]string{zfsd.MetadataPrefix + "pvc/name": name}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestDotsAndCommitsSurviveExportAndImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != d.ID || got.Capacity != d.Capacity || got.Params["k"] != "v" || !got.Created.Equal(d.Created) {
+	if got.ID != d.ID || got.Capacity != d.Capacity || !got.Params.Equal(d.Params) || got.Params.Replicas != 2 || !got.Created.Equal(d.Created) {
 		t.Fatalf("dot after re-import %+v, want %+v", got, d)
 	}
 	gc, err := p2.GetCommitByName(ctx(t), "snap-1")
@@ -135,7 +136,7 @@ func TestBranchEqualsItsCommit(t *testing.T) {
 	for _, mode := range []zfsd.CloneMode{zfsd.CloneInstant, zfsd.CloneDetached} {
 		t.Run(string(mode), func(t *testing.T) {
 			b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "branch-" + string(mode),
-				Capacity: 64 << 20, FromCommit: c.ID, CloneMode: mode})
+				Capacity: 64 << 20, Source: zfsd.Source{Kind: zfsd.SourceCommit, ID: c.ID}, Params: zfsd.Params{CloneMode: mode}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +151,7 @@ func TestBranchEqualsItsCommit(t *testing.T) {
 	// A branch too small for the commit's data is refused and leaves nothing.
 	for _, mode := range []zfsd.CloneMode{zfsd.CloneInstant, zfsd.CloneDetached} {
 		id := uuid.NewString()
-		_, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: id, Name: "tiny-" + string(mode), Capacity: 1 << 20, FromCommit: c.ID, CloneMode: mode})
+		_, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: id, Name: "tiny-" + string(mode), Capacity: 1 << 20, Source: zfsd.Source{Kind: zfsd.SourceCommit, ID: c.ID}, Params: zfsd.Params{CloneMode: mode}})
 		if !errors.Is(err, zfsd.ErrTooSmall) {
 			t.Errorf("%s branch of 1 MiB from 4 MiB of data: %v, want ErrTooSmall", mode, err)
 		}
@@ -159,7 +160,7 @@ func TestBranchEqualsItsCommit(t *testing.T) {
 		}
 	}
 	// A branch of a dot (not a commit) sees the dot's current data.
-	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "from-dot", Capacity: 64 << 20, FromDot: d.ID})
+	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "from-dot", Capacity: 64 << 20, Source: zfsd.Source{Kind: zfsd.SourceDot, ID: d.ID}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestDeferredCommitDeletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "b", Capacity: 64 << 20, FromCommit: c.ID})
+	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "b", Capacity: 64 << 20, Source: zfsd.Source{Kind: zfsd.SourceCommit, ID: c.ID}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestDeletionSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "b", Capacity: 64 << 20, FromCommit: c.ID})
+	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "b", Capacity: 64 << 20, Source: zfsd.Source{Kind: zfsd.SourceCommit, ID: c.ID}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +338,7 @@ func TestStagedDotAndItsDetachedBranch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "branch", Capacity: 64 << 20, FromCommit: c.ID, CloneMode: zfsd.CloneDetached})
+	b, err := p.CreateDot(ctx(t), zfsd.DotSpec{ID: uuid.NewString(), Name: "branch", Capacity: 64 << 20, Source: zfsd.Source{Kind: zfsd.SourceCommit, ID: c.ID}, Params: zfsd.Params{CloneMode: zfsd.CloneDetached}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,8 +85,7 @@ func (c *Client) GetDotByName(ctx context.Context, name string) (zfsd.Dot, error
 }
 
 func (c *Client) CreateDot(ctx context.Context, s zfsd.DotSpec) (zfsd.Dot, error) {
-	return dotResult(c.c.CreateDot(ctx, &api.DotSpec{Pool: s.Pool, Id: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params,
-		FromCommit: s.FromCommit, FromDot: s.FromDot, CloneMode: string(s.CloneMode), Props: s.Props, Block: s.Block}))
+	return dotResult(c.c.CreateDot(ctx, specToAPI(s)))
 }
 
 func (c *Client) DeleteDot(ctx context.Context, id string) error {

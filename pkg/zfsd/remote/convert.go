@@ -3,6 +3,7 @@
 package remote
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
@@ -24,17 +25,49 @@ func fromUnixNano(n int64) time.Time {
 }
 
 func dotToAPI(d zfsd.Dot) *api.Dot {
-	return &api.Dot{Pool: d.Pool, Id: d.ID, Name: d.Name, Capacity: d.Capacity, Params: d.Params, Source: d.Source,
+	return &api.Dot{Pool: d.Pool, Id: d.ID, Name: d.Name, Capacity: d.Capacity, Params: d.Params.Map(), Source: d.Source.String(),
 		CreatedUnixNano: unixNano(d.Created), Origin: d.Origin, Block: d.Block, Master: d.Master}
 }
 
+// dotFromAPI reads a node's answer. The node parsed what it sends, so a
+// parameter or source this side cannot read comes from a newer node: the
+// dot keeps what is understood rather than disappearing.
 func dotFromAPI(d *api.Dot) zfsd.Dot {
-	p := d.GetParams()
-	if p == nil {
-		p = map[string]string{}
-	}
-	return zfsd.Dot{Pool: d.GetPool(), ID: d.GetId(), Name: d.GetName(), Capacity: d.GetCapacity(), Params: p, Source: d.GetSource(),
+	params, _ := zfsd.ParseParams(d.GetParams())
+	src, _ := zfsd.ParseSource(d.GetSource())
+	return zfsd.Dot{Pool: d.GetPool(), ID: d.GetId(), Name: d.GetName(), Capacity: d.GetCapacity(), Params: params, Source: src,
 		Created: fromUnixNano(d.GetCreatedUnixNano()), Origin: d.GetOrigin(), Block: d.GetBlock(), Master: d.GetMaster()}
+}
+
+// specToAPI keeps the parameters a map on the wire. clone_mode and props
+// repeat what the map says, for a node that predates the typed parameters.
+func specToAPI(s zfsd.DotSpec) *api.DotSpec {
+	r := &api.DotSpec{Pool: s.Pool, Id: s.ID, Name: s.Name, Capacity: s.Capacity, Params: s.Params.Map(),
+		CloneMode: string(s.Params.Clone()), Props: s.Params.Props(), Block: s.Block}
+	switch s.Source.Kind {
+	case zfsd.SourceCommit:
+		r.FromCommit = s.Source.ID
+	case zfsd.SourceDot:
+		r.FromDot = s.Source.ID
+	}
+	return r
+}
+
+// specFromAPI parses the parameters map, which carries the clone mode and
+// compression too, so clone_mode and props are not read.
+func specFromAPI(r *api.DotSpec) (zfsd.DotSpec, error) {
+	params, err := zfsd.ParseParams(r.GetParams())
+	if err != nil {
+		return zfsd.DotSpec{}, fmt.Errorf("dot %s: %w", r.GetId(), err)
+	}
+	s := zfsd.DotSpec{Pool: r.GetPool(), ID: r.GetId(), Name: r.GetName(), Capacity: r.GetCapacity(), Params: params, Block: r.GetBlock()}
+	switch {
+	case r.GetFromCommit() != "":
+		s.Source = zfsd.Source{Kind: zfsd.SourceCommit, ID: r.GetFromCommit()}
+	case r.GetFromDot() != "":
+		s.Source = zfsd.Source{Kind: zfsd.SourceDot, ID: r.GetFromDot()}
+	}
+	return s, nil
 }
 
 func commitToAPI(c zfsd.Commit) *api.Commit {

@@ -99,9 +99,11 @@ func (s *Server) CreateDot(ctx context.Context, r *api.DotSpec) (*api.Dot, error
 	if err != nil {
 		return nil, err
 	}
-	return dotReply(pool.CreateDot(ctx, zfsd.DotSpec{Pool: r.GetPool(), ID: r.GetId(), Name: r.GetName(), Capacity: r.GetCapacity(),
-		Params: r.GetParams(), FromCommit: r.GetFromCommit(), FromDot: r.GetFromDot(),
-		CloneMode: zfsd.CloneMode(r.GetCloneMode()), Props: r.GetProps(), Block: r.GetBlock()}))
+	spec, err := specFromAPI(r)
+	if err != nil {
+		return nil, errcode.ToStatus(err)
+	}
+	return dotReply(pool.CreateDot(ctx, spec))
 }
 
 func (s *Server) DeleteDot(ctx context.Context, r *api.DotRef) (*api.Empty, error) {
