@@ -15,23 +15,17 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
 
-var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
-	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
-	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
-	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
-	csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
-	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
-	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
-	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
-	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
-}
-
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
-	var caps []*csi.ControllerServiceCapability
-	for _, c := range controllerCaps {
-		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
-			Rpc: &csi.ControllerServiceCapability_RPC{Type: c}}})
-	}
+	caps := wrapEach(func(t csi.ControllerServiceCapability_RPC_Type) *csi.ControllerServiceCapability {
+		return &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}}
+	}, csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME)
 	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
@@ -184,23 +178,27 @@ func (d *Driver) volumeResponse(dot zfsd.Dot, pools []zfsd.PoolInfo, cs *csi.Vol
 }
 
 func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
+	if err := d.deleteByID(ctx, "volume", req.GetVolumeId(), isDotID, d.store.DeleteDot); err != nil {
 		return nil, err
-	}
-	if !isDotID(id) {
-		// Never ours, so already gone.
-		return &csi.DeleteVolumeResponse{}, nil
-	}
-	rel, err := d.lockOrAbort("volume/" + id)
-	if err != nil {
-		return nil, err
-	}
-	defer rel()
-	if err := d.store.DeleteDot(ctx, id); err != nil {
-		return nil, toStatus(err)
 	}
 	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// deleteByID is DeleteVolume and DeleteSnapshot. An ID that was never
+// ours (not of the shape ours has) is already gone.
+func (d *Driver) deleteByID(ctx context.Context, kind, id string, ours func(string) bool, del func(context.Context, string) error) error {
+	if err := checkID(kind, id); err != nil {
+		return err
+	}
+	if !ours(id) {
+		return nil
+	}
+	rel, err := d.lockOrAbort(kind + "/" + id)
+	if err != nil {
+		return err
+	}
+	defer rel()
+	return toStatus(del(ctx, id))
 }
 
 func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
@@ -318,20 +316,11 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 			return nil, err
 		}
 	}
-	rel, err := d.lockOrAbort("volume/" + id)
+	dot, rel, err := d.lockDot(ctx, lockKey(lockVolume, id, ""), id, req.GetVolumeCapability(), "expanded")
 	if err != nil {
 		return nil, err
 	}
 	defer rel()
-	dot, err := d.lookupDot(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if cap := req.GetVolumeCapability(); cap != nil {
-		if block := cap.GetBlock() != nil; block != dot.Block {
-			return nil, invalidf("volume %s is a %s volume; it cannot be expanded as %s", id, kind(dot.Block), kind(block))
-		}
-	}
 	// Volumes never shrink, so a limit below the current size cannot be met.
 	if lim := req.GetCapacityRange().GetLimitBytes(); lim > 0 && dot.Capacity > lim {
 		return nil, statusf(outOfRange, "volume %s already has %d bytes, more than the limit of %d; volumes do not shrink", id, dot.Capacity, lim)
@@ -404,20 +393,8 @@ func snapshotOf(c zfsd.Commit) *csi.Snapshot {
 }
 
 func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
-	id := req.GetSnapshotId()
-	if err := checkID("snapshot", id); err != nil {
+	if err := d.deleteByID(ctx, "snapshot", req.GetSnapshotId(), isCommitID, d.store.DeleteCommit); err != nil {
 		return nil, err
-	}
-	if !isCommitID(id) {
-		return &csi.DeleteSnapshotResponse{}, nil
-	}
-	rel, err := d.lockOrAbort("snapshot/" + id)
-	if err != nil {
-		return nil, err
-	}
-	defer rel()
-	if err := d.store.DeleteCommit(ctx, id); err != nil {
-		return nil, toStatus(err)
 	}
 	return &csi.DeleteSnapshotResponse{}, nil
 }

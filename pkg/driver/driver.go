@@ -102,3 +102,33 @@ func (d *Driver) lockOrAbort(keys ...string) (func(), error) {
 	}
 	return rel, nil
 }
+
+// lockDot takes a call's in-flight lock and finds its dot, refusing a
+// capability of the other kind (a block volume to be staged as a
+// filesystem, say); verb says what the call does. The caller defers the
+// release.
+func (d *Driver) lockDot(ctx context.Context, key, id string, c *csi.VolumeCapability, verb string) (zfsd.Dot, func(), error) {
+	rel, err := d.lockOrAbort(key)
+	if err != nil {
+		return zfsd.Dot{}, nil, err
+	}
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
+		rel()
+		return zfsd.Dot{}, nil, toStatus(err)
+	}
+	if block := c.GetBlock() != nil; c != nil && block != dot.Block {
+		rel()
+		return zfsd.Dot{}, nil, invalidf("volume %s is a %s volume; it cannot be %s as %s", id, kind(dot.Block), verb, kind(block))
+	}
+	return dot, rel, nil
+}
+
+// wrapEach wraps each capability in its service's message.
+func wrapEach[T, M any](wrap func(T) M, types ...T) []M {
+	out := make([]M, 0, len(types))
+	for _, t := range types {
+		out = append(out, wrap(t))
+	}
+	return out
+}

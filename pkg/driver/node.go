@@ -15,21 +15,16 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 )
 
-var nodeCaps = []csi.NodeServiceCapability_RPC_Type{
-	csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
-	csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
-	csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
-	csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
-}
-
 func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
-	var caps []*csi.NodeServiceCapability
-	for _, c := range nodeCaps {
-		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
-			Rpc: &csi.NodeServiceCapability_RPC{Type: c}}})
-	}
+	caps := wrapEach(func(t csi.NodeServiceCapability_RPC_Type) *csi.NodeServiceCapability {
+		return &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: t}}}
+	}, csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
+		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER)
 	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
@@ -44,10 +39,7 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 // (see zfsd.Pool.StageDot); a block dot is only made ready.
 func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
-		return nil, err
-	}
-	staging, err := d.checkPath("staging target path", req.GetStagingTargetPath())
+	staging, err := d.volumePath(id, "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -67,18 +59,11 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 			return nil, err
 		}
 	}
-	rel, err := d.lockOrAbort("volume/" + id)
+	dot, rel, err := d.lockDot(ctx, lockKey(lockVolume, id, staging), id, req.GetVolumeCapability(), "staged")
 	if err != nil {
 		return nil, err
 	}
 	defer rel()
-	dot, err := d.lookupDot(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if block := req.GetVolumeCapability().GetBlock() != nil; block != dot.Block {
-		return nil, invalidf("volume %s is a %s volume; it cannot be staged as %s", id, kind(dot.Block), kind(block))
-	}
 	if dot.Block {
 		// A block volume is published straight from its device; staging
 		// only makes it local (a handoff, in a cluster) and ready.
@@ -101,31 +86,23 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 // named volume are touched.
 func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
-		return nil, err
-	}
-	staging, err := d.checkPath("staging target path", req.GetStagingTargetPath())
-	if err != nil {
-		return nil, err
-	}
-	rel, err := d.lockOrAbort("volume/" + id)
-	if err != nil {
-		return nil, err
-	}
-	defer rel()
-	// Another volume's mount at the path is refused before the store is
-	// asked to unstage anything.
-	if err := d.onlyVolumeAt("staging target path", id, staging); err != nil {
-		return nil, err
-	}
-	if isDotID(id) {
-		if err := d.store.UnstageDot(ctx, id, staging); err != nil && !isNotFound(err) {
-			return nil, toStatus(fmt.Errorf("volume %s: unstaging %s: %w", id, staging, err))
+	staging, err := d.unmountAt(id, "staging target path", req.GetStagingTargetPath(), lockVolume, func(staging string) error {
+		// Another volume's mount at the path is refused before the store
+		// is asked to unstage anything.
+		if err := d.onlyVolumeAt("staging target path", id, staging); err != nil {
+			return err
 		}
-	}
-	// What the store left there (a dead or stacked mount of the volume)
-	// goes too; anything else stays.
-	if err := d.unmountVolume("staging target path", id, staging); err != nil {
+		if !isDotID(id) {
+			return nil
+		}
+		if err := d.store.UnstageDot(ctx, id, staging); err != nil && !isNotFound(err) {
+			return toStatus(fmt.Errorf("volume %s: unstaging %s: %w", id, staging, err))
+		}
+		// What the store left there (a dead or stacked mount of the
+		// volume) goes too.
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	klog.V(2).InfoS("volume unstaged", "volume", id, "staging", staging)
@@ -134,10 +111,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 
 func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
-		return nil, err
-	}
-	target, err := d.checkPath("target path", req.GetTargetPath())
+	target, err := d.volumePath(id, "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -157,18 +131,11 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := checkTargetKind(target, capability.GetBlock() != nil); err != nil {
 		return nil, err
 	}
-	rel, err := d.lockOrAbort("publish/" + target)
+	dot, rel, err := d.lockDot(ctx, lockKey(lockTarget, id, target), id, capability, "published")
 	if err != nil {
 		return nil, err
 	}
 	defer rel()
-	dot, err := d.lookupDot(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if block := capability.GetBlock() != nil; block != dot.Block {
-		return nil, invalidf("volume %s is a %s volume; it cannot be published as %s", id, kind(dot.Block), kind(block))
-	}
 	readOnly := req.GetReadonly() || capability.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	if dot.Block {
 		return d.publishBlock(ctx, id, target, readOnly, mode(capability))
@@ -209,19 +176,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 
 func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
-		return nil, err
-	}
-	target, err := d.checkPath("target path", req.GetTargetPath())
+	target, err := d.unmountAt(id, "target path", req.GetTargetPath(), lockTarget, nil)
 	if err != nil {
-		return nil, err
-	}
-	rel, err := d.lockOrAbort("publish/" + target)
-	if err != nil {
-		return nil, err
-	}
-	defer rel()
-	if err := d.unmountVolume("target path", id, target); err != nil {
 		return nil, err
 	}
 	// The SP removes what it created at the target path; a non-empty or
@@ -235,18 +191,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 
 func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
-		return nil, err
-	}
-	p := req.GetVolumePath()
-	if p == "" {
-		return nil, invalidf("volume path is required")
-	}
-	dot, err := d.lookupDot(ctx, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	p, err = d.volumeAt(id, p)
+	dot, p, err := d.servedAt(ctx, id, req.GetVolumePath())
 	if err != nil {
 		return nil, err
 	}
@@ -268,21 +213,76 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 // NodeExpandVolume has nothing to do: refquota grows the filesystem online
 // in ControllerExpandVolume. It reports the size the node sees.
 func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
-	id := req.GetVolumeId()
-	if err := checkID("volume", id); err != nil {
-		return nil, err
-	}
-	if req.GetVolumePath() == "" {
-		return nil, invalidf("volume path is required")
-	}
-	dot, err := d.lookupDot(ctx, id)
+	dot, _, err := d.servedAt(ctx, req.GetVolumeId(), req.GetVolumePath())
 	if err != nil {
-		return nil, toStatus(err)
-	}
-	if _, err := d.volumeAt(id, req.GetVolumePath()); err != nil {
 		return nil, err
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: dot.Capacity}, nil
+}
+
+// volumePath checks a Node call's volume ID and one of its paths, and
+// returns the path cleaned.
+func (d *Driver) volumePath(id, kind, path string) (string, error) {
+	if err := checkID("volume", id); err != nil {
+		return "", err
+	}
+	return d.checkPath(kind, path)
+}
+
+// lockScope says what a Node call holds its in-flight lock on.
+type lockScope int
+
+const (
+	// lockVolume: staging is one per volume on a node.
+	lockVolume lockScope = iota
+	// lockTarget: one volume may be published at several targets at once.
+	lockTarget
+)
+
+func lockKey(scope lockScope, id, path string) string {
+	if scope == lockTarget {
+		return "publish/" + path
+	}
+	return "volume/" + id
+}
+
+// unmountAt is what NodeUnstageVolume and NodeUnpublishVolume share:
+// under the call's in-flight lock, first runs (when given), then volume
+// id's mounts at path go and anything else there stays. It returns the
+// path cleaned.
+func (d *Driver) unmountAt(id, kind, path string, scope lockScope, first func(clean string) error) (string, error) {
+	clean, err := d.volumePath(id, kind, path)
+	if err != nil {
+		return "", err
+	}
+	rel, err := d.lockOrAbort(lockKey(scope, id, clean))
+	if err != nil {
+		return "", err
+	}
+	defer rel()
+	if first != nil {
+		if err := first(clean); err != nil {
+			return "", err
+		}
+	}
+	return clean, d.unmountVolume(kind, id, clean)
+}
+
+// servedAt checks a call about a volume at one of its paths: the dot, and
+// the path cleaned, which must be one of the volume's own (volumeAt).
+func (d *Driver) servedAt(ctx context.Context, id, path string) (zfsd.Dot, string, error) {
+	if err := checkID("volume", id); err != nil {
+		return zfsd.Dot{}, "", err
+	}
+	if path == "" {
+		return zfsd.Dot{}, "", invalidf("volume path is required")
+	}
+	dot, err := d.lookupDot(ctx, id)
+	if err != nil {
+		return zfsd.Dot{}, "", toStatus(err)
+	}
+	p, err := d.volumeAt(id, path)
+	return dot, p, err
 }
 
 // publishBlock binds a block dot's device onto a file at the target path.
