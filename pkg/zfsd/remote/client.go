@@ -66,14 +66,7 @@ func (c *Client) Info(ctx context.Context) (zfsd.PoolInfo, error) {
 
 func (c *Client) ListDots(ctx context.Context) ([]zfsd.Dot, error) {
 	r, err := c.c.ListDots(ctx, &api.ListRequest{})
-	if err != nil {
-		return nil, errcode.FromStatus(err)
-	}
-	out := make([]zfsd.Dot, 0, len(r.GetDots()))
-	for _, d := range r.GetDots() {
-		out = append(out, dotFromAPI(d))
-	}
-	return out, nil
+	return convert(r.GetDots(), errcode.FromStatus(err), dotsFromAPI)
 }
 
 func (c *Client) GetDot(ctx context.Context, id string) (zfsd.Dot, error) {
@@ -99,14 +92,7 @@ func (c *Client) ResizeDot(ctx context.Context, id string, capacity int64) (zfsd
 
 func (c *Client) ListCommits(ctx context.Context) ([]zfsd.Commit, error) {
 	r, err := c.c.ListCommits(ctx, &api.ListRequest{})
-	if err != nil {
-		return nil, errcode.FromStatus(err)
-	}
-	out := make([]zfsd.Commit, 0, len(r.GetCommits()))
-	for _, x := range r.GetCommits() {
-		out = append(out, commitFromAPI(x))
-	}
-	return out, nil
+	return convert(r.GetCommits(), errcode.FromStatus(err), commitsFromAPI)
 }
 
 func (c *Client) GetCommit(ctx context.Context, id string) (zfsd.Commit, error) {
@@ -150,33 +136,21 @@ func (c *Client) UnstageDot(context.Context, string, string) error {
 }
 
 func dotResult(d *api.Dot, err error) (zfsd.Dot, error) {
-	if err != nil {
-		return zfsd.Dot{}, errcode.FromStatus(err)
-	}
-	return dotFromAPI(d), nil
+	return convert(d, errcode.FromStatus(err), dotFromAPI)
 }
 
 func commitResult(c *api.Commit, err error) (zfsd.Commit, error) {
-	if err != nil {
-		return zfsd.Commit{}, errcode.FromStatus(err)
-	}
-	return commitFromAPI(c), nil
+	return convert(c, errcode.FromStatus(err), commitFromAPI)
 }
+
+func dotsFromAPI(ds []*api.Dot) []zfsd.Dot { return convertAll(ds, dotFromAPI) }
+
+func commitsFromAPI(cs []*api.Commit) []zfsd.Commit { return convertAll(cs, commitFromAPI) }
 
 // Snapshots lists a dot's snapshots on the remote pool.
 func (c *Client) Snapshots(ctx context.Context, id string) ([]*api.Snapshot, error) {
 	r, err := c.c.Snapshots(ctx, &api.DotRef{Id: id})
-	if err != nil {
-		return nil, errcode.FromStatus(err)
-	}
-	return r.GetSnapshots(), nil
-}
-
-// SnapshotList lists a dot's snapshots on the remote pool, with the resume
-// token an interrupted stream into it left there.
-func (c *Client) SnapshotList(ctx context.Context, id string) (*api.SnapshotList, error) {
-	r, err := c.c.Snapshots(ctx, &api.DotRef{Id: id})
-	return r, errcode.FromStatus(err)
+	return r.GetSnapshots(), errcode.FromStatus(err)
 }
 
 // DropCopy destroys the remote pool's copy of a dot.
