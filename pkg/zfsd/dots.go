@@ -2,18 +2,14 @@ package zfsd
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
-	"github.com/dotmesh-io/dotmesh-csi/pkg/mountinfo"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 )
 
@@ -275,14 +271,24 @@ func (p *Pool) commitLocked(ctx context.Context, dotID, name string, internal bo
 	return *c, nil
 }
 
-// DeleteCommit deletes a commit now, or hides it until its last branch goes.
-// Deleting a missing commit succeeds.
-func (p *Pool) DeleteCommit(ctx context.Context, id string) error {
+// changeStructure runs change under structMu, under which datasets and
+// snapshots are made and destroyed, once the pool is known to serve.
+func (p *Pool) changeStructure(change func() error) error {
 	if err := p.available(); err != nil {
 		return err
 	}
 	p.structMu.Lock()
 	defer p.structMu.Unlock()
+	return change()
+}
+
+// DeleteCommit deletes a commit now, or hides it until its last branch goes.
+// Deleting a missing commit succeeds.
+func (p *Pool) DeleteCommit(ctx context.Context, id string) error {
+	return p.changeStructure(func() error { return p.deleteCommitLocked(ctx, id) })
+}
+
+func (p *Pool) deleteCommitLocked(ctx context.Context, id string) error {
 	p.mu.Lock()
 	c, ok := p.commits[id]
 	branches := 0
@@ -323,11 +329,10 @@ func (p *Pool) DeleteCommit(ctx context.Context, id string) error {
 // a pod is refused (ErrBusy), since destroying it would take the pod's
 // files away under it.
 func (p *Pool) DeleteDot(ctx context.Context, id string) error {
-	if err := p.available(); err != nil {
-		return err
-	}
-	p.structMu.Lock()
-	defer p.structMu.Unlock()
+	return p.changeStructure(func() error { return p.deleteDotLocked(ctx, id) })
+}
+
+func (p *Pool) deleteDotLocked(ctx context.Context, id string) error {
 	p.mu.Lock()
 	d, ok := p.dots[id]
 	p.mu.Unlock()
@@ -371,120 +376,6 @@ func (p *Pool) DeleteDot(ctx context.Context, id string) error {
 	return p.collectLocked(ctx, id)
 }
 
-// hasDependantsLocked reports whether a dot has commits a user can still
-// see or that branches depend on. The caller holds structMu.
-func (p *Pool) hasDependantsLocked(dotID string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for id, c := range p.commits {
-		if c.DotID == dotID && (c.visible() || p.branchesOfLocked(id) > 0) {
-			return true
-		}
-	}
-	return false
-}
-
-func (p *Pool) collect(ctx context.Context, dotID string) error {
-	p.structMu.Lock()
-	defer p.structMu.Unlock()
-	return p.collectLocked(ctx, dotID)
-}
-
-// collectLocked destroys what is hidden and no longer needed on dotID, and
-// then on the dot it was branched from, and so on up the chain. Each step
-// is idempotent, so a crash half-way is finished by the next sweep.
-func (p *Pool) collectLocked(ctx context.Context, dotID string) error {
-	for dotID != "" {
-		p.mu.Lock()
-		d, ok := p.dots[dotID]
-		var doomed []string
-		keep := 0
-		for id, c := range p.commits {
-			if c.DotID != dotID {
-				continue
-			}
-			switch {
-			case p.branchesOfLocked(id) > 0:
-				keep++
-			case c.Deleted, ok && d.Deleted && !c.visible():
-				// Hidden, or a nameless handoff commit of a deleted dot.
-				doomed = append(doomed, id)
-			default:
-				keep++
-			}
-		}
-		p.mu.Unlock()
-		if !ok {
-			return nil
-		}
-		if d.Deleted && keep == 0 {
-			if err := p.gone(ctx, p.z.Destroy(ctx, p.dataset(dotID), true)); err != nil {
-				return fmt.Errorf("destroying dot %s on pool %s: %w", dotID, p.cfg.Name, err)
-			}
-			p.mu.Lock()
-			delete(p.dots, dotID)
-			for _, id := range doomed {
-				delete(p.commits, id)
-			}
-			p.mu.Unlock()
-			klog.InfoS("dot destroyed", "pool", p.cfg.Name, "dot", dotID)
-			dotID = p.parentOf(d)
-			continue
-		}
-		for _, id := range doomed {
-			if err := p.gone(ctx, p.z.Destroy(ctx, p.snapshotName(id), false)); err != nil {
-				return fmt.Errorf("destroying commit %s on pool %s: %w", id, p.cfg.Name, err)
-			}
-			p.forgetCommit(id)
-			klog.V(2).InfoS("commit destroyed", "pool", p.cfg.Name, "commit", id)
-		}
-		return nil
-	}
-	return nil
-}
-
-// parentOf is the dot an instant branch came from, now possibly collectable.
-func (p *Pool) parentOf(d *Dot) string {
-	c := p.originCommit(d.Origin)
-	if c == "" {
-		return ""
-	}
-	dot, _, _ := cutAt(c)
-	return dot
-}
-
-// forgetDotLocked drops a dot and all its commits from the index. The
-// caller holds mu.
-func (p *Pool) forgetDotLocked(dotID string) {
-	delete(p.dots, dotID)
-	for id, c := range p.commits {
-		if c.DotID == dotID {
-			delete(p.commits, id)
-		}
-	}
-}
-
-func (p *Pool) forgetCommit(id string) {
-	p.mu.Lock()
-	delete(p.commits, id)
-	p.mu.Unlock()
-}
-
-// sweep finishes deletions a crash interrupted.
-func (p *Pool) sweep(ctx context.Context) error {
-	p.mu.Lock()
-	var ids []string
-	for id := range p.dots {
-		ids = append(ids, id)
-	}
-	p.mu.Unlock()
-	var errs []error
-	for _, id := range ids {
-		errs = append(errs, p.collect(ctx, id))
-	}
-	return errors.Join(errs...)
-}
-
 // ResizeDot sets a dot's capacity. ZFS applies refquota online.
 func (p *Pool) ResizeDot(ctx context.Context, id string, capacity int64) (Dot, error) {
 	d, err := p.GetDot(ctx, id)
@@ -516,131 +407,6 @@ func (p *Pool) ResizeDot(ctx context.Context, id string, capacity int64) (Dot, e
 	return d, nil
 }
 
-// MountDot mounts a dot at its mountpoint and returns the path; for a
-// block dot it returns its device once udev has made it.
-func (p *Pool) MountDot(ctx context.Context, id string) (string, error) {
-	d, err := p.GetDot(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if d.Block {
-		return p.device(ctx, id)
-	}
-	if p.legacy {
-		return p.mountLegacy(ctx, d, p.MountPath(id))
-	}
-	if err := p.z.Mount(ctx, p.dataset(id)); err != nil {
-		return "", fmt.Errorf("mounting dot %s on pool %s: %w", id, p.cfg.Name, err)
-	}
-	return p.MountPath(id), nil
-}
-
-// mountLegacy mounts a dot at its path with `mount -t zfs`. It is
-// idempotent: the path already showing this dataset is success, so a
-// retried NodeStage does not stack a second mount.
-func (p *Pool) mountLegacy(ctx context.Context, d Dot, path string) (string, error) {
-	ds := p.dataset(d.ID)
-	mounted, err := p.mountedAt(ds, path)
-	if err != nil || mounted {
-		return path, err
-	}
-	if !d.legacyMount {
-		// A dot made before legacy mounts (or received from a pool without
-		// them) moves over now, while it is not mounted here.
-		if err := p.z.Set(ctx, ds, "mountpoint", "legacy"); err != nil {
-			return "", fmt.Errorf("mounting dot %s on pool %s: %w", d.ID, p.cfg.Name, err)
-		}
-		p.mu.Lock()
-		if live, ok := p.dots[d.ID]; ok {
-			live.legacyMount = true
-		}
-		p.mu.Unlock()
-	}
-	if err := os.MkdirAll(path, 0o750); err != nil {
-		return "", fmt.Errorf("mounting dot %s on pool %s: %w", d.ID, p.cfg.Name, err)
-	}
-	if err := p.z.MountLegacy(ctx, ds, path); err != nil {
-		// Two callers racing to mount one dot: the loser finds it mounted.
-		if again, aerr := p.mountedAt(ds, path); aerr == nil && again {
-			return path, nil
-		}
-		return "", fmt.Errorf("mounting dot %s on pool %s: %w", d.ID, p.cfg.Name, err)
-	}
-	klog.V(2).InfoS("dot mounted", "pool", p.cfg.Name, "dot", d.ID, "path", path, "legacy", true)
-	return path, nil
-}
-
-// mountedAt reports whether path is a mount of dataset ds. A different
-// mount there is an error: the dot's path is the driver's alone.
-func (p *Pool) mountedAt(ds, path string) (bool, error) {
-	mounts, err := mountinfo.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, fmt.Errorf("dataset %s on pool %s: %w", ds, p.cfg.Name, err)
-	}
-	m, ok := mountinfo.IsMountPoint(mounts, path)
-	if !ok {
-		return false, nil
-	}
-	if m.FSType != "zfs" || m.Source != ds {
-		return false, fmt.Errorf("dataset %s on pool %s: its mount path %s holds %s from %s: %w", ds, p.cfg.Name, path, m.FSType, m.Source, ErrBusy)
-	}
-	return true, nil
-}
-
-// unmount unmounts a dot's filesystem from its path; not mounted is
-// success. `zfs unmount` refuses legacy mounts ("legacy mountpoint"), so
-// those are unmounted by path.
-func (p *Pool) unmount(ctx context.Context, id string) error {
-	ds := p.dataset(id)
-	if !p.legacy {
-		// Not mounted (a replica, a dot handed over): no command, since a
-		// handoff waits on each one.
-		if ms, err := p.mountsOf(ds); err == nil && len(ms) == 0 {
-			return nil
-		}
-		return p.z.Unmount(ctx, ds)
-	}
-	path := p.MountPath(id)
-	mounted, err := p.mountedAt(ds, path)
-	if err != nil {
-		return err
-	}
-	if mounted {
-		if err := mountinfo.Unmount(path); err != nil {
-			if errors.Is(err, unix.EBUSY) {
-				return fmt.Errorf("dot %s on pool %s: %w: %v", id, p.cfg.Name, ErrBusy, err)
-			}
-			return fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, err)
-		}
-		return nil
-	}
-	p.mu.Lock()
-	d, known := p.dots[id]
-	legacy := known && d.legacyMount
-	p.mu.Unlock()
-	if legacy {
-		return nil
-	}
-	// A dot still on its mountpoint property may be mounted through it.
-	return p.z.Unmount(ctx, ds)
-}
-
-// MountPath is where a dot mounts.
-func (p *Pool) MountPath(id string) string {
-	return p.mountpoint() + "/dots/" + id
-}
-
-// UnmountDot unmounts a dot from its mountpoint (a block dot has none).
-func (p *Pool) UnmountDot(ctx context.Context, id string) error {
-	if d, err := p.GetDot(ctx, id); err == nil && d.Block {
-		return nil
-	}
-	if err := p.unmount(ctx, id); err != nil && !zfs.IsKind(err, zfs.KindNotFound) {
-		return fmt.Errorf("unmounting dot %s on pool %s: %w", id, p.cfg.Name, err)
-	}
-	return nil
-}
-
 // growVolume sets a zvol's size when it is larger than what it has.
 func (p *Pool) growVolume(ctx context.Context, ds string, size int64) error {
 	got, err := p.z.Get(ctx, []string{ds}, false, "volsize")
@@ -651,23 +417,4 @@ func (p *Pool) growVolume(ctx context.Context, ds string, size int64) error {
 		return nil
 	}
 	return p.z.Set(ctx, ds, "volsize", strconv.FormatInt(size, 10))
-}
-
-// device waits for udev to make a zvol's device node.
-func (p *Pool) device(ctx context.Context, id string) (string, error) {
-	dev := "/dev/zvol/" + p.dataset(id)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(dev); err == nil {
-			return dev, nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("dot %s on pool %s: device %s did not appear", id, p.cfg.Name, dev)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -177,19 +177,7 @@ func atoi(s string) int64 {
 // answers these reads, but only while the pool serves: a dot of a pool
 // that is not imported cannot be staged or read.
 func (p *Pool) ListDots(context.Context) ([]Dot, error) {
-	if err := p.available(); err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]Dot, 0, len(p.dots))
-	for _, d := range p.dots {
-		if !d.Deleted {
-			out = append(out, copyDot(d))
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return list(p, p.dotIndex, liveDot, copyDot, func(d Dot) string { return d.ID })
 }
 
 func copyDot(d *Dot) Dot {
@@ -200,77 +188,75 @@ func copyDot(d *Dot) Dot {
 
 // GetDot returns a live dot by ID.
 func (p *Pool) GetDot(_ context.Context, id string) (Dot, error) {
-	if err := p.available(); err != nil {
-		return Dot{}, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	d, ok := p.dots[id]
-	if !ok || d.Deleted {
-		return Dot{}, fmt.Errorf("dot %s on pool %s: %w", id, p.cfg.Name, ErrNotFound)
-	}
-	return copyDot(d), nil
+	return lookup(p, p.dotIndex, id, liveDot, copyDot, "dot "+id)
 }
 
 // GetDotByName returns the live dot with a CSI name.
 func (p *Pool) GetDotByName(_ context.Context, name string) (Dot, error) {
-	if err := p.available(); err != nil {
-		return Dot{}, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, d := range p.dots {
-		if !d.Deleted && d.Name == name {
-			return copyDot(d), nil
-		}
-	}
-	return Dot{}, fmt.Errorf("dot named %q on pool %s: %w", name, p.cfg.Name, ErrNotFound)
+	named := func(d *Dot) bool { return liveDot(d) && d.Name == name }
+	return lookup(p, p.dotIndex, "", named, copyDot, fmt.Sprintf("dot named %q", name))
 }
 
 // ListCommits lists live, user-visible commits sorted by ID.
 func (p *Pool) ListCommits(context.Context) ([]Commit, error) {
+	return list(p, p.commitIndex, (*Commit).visible, copyCommit, func(c Commit) string { return c.ID })
+}
+
+// GetCommit returns a live commit by ID.
+func (p *Pool) GetCommit(_ context.Context, id string) (Commit, error) {
+	return lookup(p, p.commitIndex, id, (*Commit).visible, copyCommit, "commit "+id)
+}
+
+// GetCommitByName returns the live commit with a CSI snapshot name.
+func (p *Pool) GetCommitByName(_ context.Context, name string) (Commit, error) {
+	named := func(c *Commit) bool { return c.visible() && c.Name == name }
+	return lookup(p, p.commitIndex, "", named, copyCommit, fmt.Sprintf("commit named %q", name))
+}
+
+func liveDot(d *Dot) bool                       { return !d.Deleted }
+func copyCommit(c *Commit) Commit               { return *c }
+func (p *Pool) dotIndex() map[string]*Dot       { return p.dots }
+func (p *Pool) commitIndex() map[string]*Commit { return p.commits }
+
+// list returns copies of the index entries that match accepts, sorted by
+// key. index is called under mu: a reload replaces the maps.
+func list[T any](p *Pool, index func() map[string]*T, match func(*T) bool, clone func(*T) T, key func(T) string) ([]T, error) {
 	if err := p.available(); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]Commit, 0, len(p.commits))
-	for _, c := range p.commits {
-		if c.visible() {
-			out = append(out, *c)
+	out := []T{}
+	for _, x := range index() {
+		if match(x) {
+			out = append(out, clone(x))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	sort.Slice(out, func(i, j int) bool { return key(out[i]) < key(out[j]) })
 	return out, nil
 }
 
-// GetCommit returns a live commit by ID.
-func (p *Pool) GetCommit(_ context.Context, id string) (Commit, error) {
+// lookup returns a copy of the entry under id that match accepts or, with
+// no id, of any entry it accepts; what names the sought in the error.
+func lookup[T any](p *Pool, index func() map[string]*T, id string, match func(*T) bool, clone func(*T) T, what string) (T, error) {
+	var zero T
 	if err := p.available(); err != nil {
-		return Commit{}, err
+		return zero, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c, ok := p.commits[id]
-	if !ok || !c.visible() {
-		return Commit{}, fmt.Errorf("commit %s on pool %s: %w", id, p.cfg.Name, ErrNotFound)
-	}
-	return *c, nil
-}
-
-// GetCommitByName returns the live commit with a CSI snapshot name.
-func (p *Pool) GetCommitByName(_ context.Context, name string) (Commit, error) {
-	if err := p.available(); err != nil {
-		return Commit{}, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.commits {
-		if c.visible() && c.Name == name {
-			return *c, nil
+	if id != "" {
+		if x, ok := index()[id]; ok && match(x) {
+			return clone(x), nil
+		}
+	} else {
+		for _, x := range index() {
+			if match(x) {
+				return clone(x), nil
+			}
 		}
 	}
-	return Commit{}, fmt.Errorf("commit named %q on pool %s: %w", name, p.cfg.Name, ErrNotFound)
+	return zero, fmt.Errorf("%s on pool %s: %w", what, p.cfg.Name, ErrNotFound)
 }
 
 // branchesOfLocked counts dots (hidden ones too) whose origin is commit id.
