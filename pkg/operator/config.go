@@ -62,64 +62,71 @@ func ParseConfig(data map[string]string) (Config, error) {
 	bad := func(key, value string, why string) {
 		errs = append(errs, fmt.Errorf("%s %q: %s", key, value, why))
 	}
-	if v, ok := data[KeyMode]; ok && v != "" {
-		switch Mode(v) {
-		case ModeLocal, ModePVPerNode:
-			cfg.Mode = Mode(v)
-		default:
-			bad(KeyMode, v, fmt.Sprintf("want %q or %q", ModeLocal, ModePVPerNode))
-		}
-	}
-	if v := data[KeyBackingStorageClass]; v != "" {
-		if msgs := validation.IsDNS1123Subdomain(v); len(msgs) > 0 {
-			bad(KeyBackingStorageClass, v, msgs[0])
-		} else {
-			cfg.StorageClass = v
-		}
-	}
-	if v := data[KeyBackingSize]; v != "" {
-		q, err := resource.ParseQuantity(v)
-		switch {
-		case err != nil:
-			bad(KeyBackingSize, v, err.Error())
-		case q.Sign() <= 0:
-			bad(KeyBackingSize, v, "must be positive")
-		default:
-			cfg.Size = q
-		}
-	}
-	if v := data[KeyNodeSelector]; v != "" {
-		sel, err := labels.Parse(v)
-		if err != nil {
-			bad(KeyNodeSelector, v, err.Error())
-		} else {
-			cfg.NodeSelector = sel
-		}
-	}
-	if v := data[KeyOrphanGrace]; v != "" {
-		d, err := time.ParseDuration(v)
-		switch {
-		case err != nil:
-			bad(KeyOrphanGrace, v, err.Error())
-		case d < 0:
-			bad(KeyOrphanGrace, v, "must not be negative")
-		default:
-			cfg.OrphanGrace = d
-		}
-	}
-	if v := data[KeyMaxAutoPVCs]; v != "" {
-		n, err := strconv.Atoi(v)
-		switch {
-		case err != nil:
-			bad(KeyMaxAutoPVCs, v, "not a whole number")
-		case n < 0:
-			bad(KeyMaxAutoPVCs, v, "must not be negative")
-		default:
-			cfg.MaxAutoPVCs = n
-		}
-	}
+	parseKey(data, KeyMode, bad, parseMode, nil, &cfg.Mode)
+	parseKey(data, KeyBackingStorageClass, bad, storageClassName, nil, &cfg.StorageClass)
+	parseKey(data, KeyBackingSize, bad, resource.ParseQuantity, positive, &cfg.Size)
+	parseKey(data, KeyNodeSelector, bad, func(v string) (labels.Selector, error) { return labels.Parse(v) }, nil, &cfg.NodeSelector)
+	parseKey(data, KeyOrphanGrace, bad, time.ParseDuration, notNegative[time.Duration], &cfg.OrphanGrace)
+	parseKey(data, KeyMaxAutoPVCs, bad, wholeNumber, notNegative[int], &cfg.MaxAutoPVCs)
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+// parseKey reads data[key], when it is set, into dst. What parse refuses,
+// or check has a reason against, is reported through bad and leaves dst
+// at its default.
+func parseKey[T any](data map[string]string, key string, bad func(key, value, why string),
+	parse func(string) (T, error), check func(T) string, dst *T) {
+	v := data[key]
+	if v == "" {
+		return
+	}
+	x, err := parse(v)
+	switch {
+	case err != nil:
+		bad(key, v, err.Error())
+	case check != nil && check(x) != "":
+		bad(key, v, check(x))
+	default:
+		*dst = x
+	}
+}
+
+func parseMode(v string) (Mode, error) {
+	switch Mode(v) {
+	case ModeLocal, ModePVPerNode:
+		return Mode(v), nil
+	}
+	return "", fmt.Errorf("want %q or %q", ModeLocal, ModePVPerNode)
+}
+
+func storageClassName(v string) (string, error) {
+	if msgs := validation.IsDNS1123Subdomain(v); len(msgs) > 0 {
+		return "", errors.New(msgs[0])
+	}
+	return v, nil
+}
+
+func positive(q resource.Quantity) string {
+	if q.Sign() <= 0 {
+		return "must be positive"
+	}
+	return ""
+}
+
+func notNegative[T int | time.Duration](x T) string {
+	if x < 0 {
+		return "must not be negative"
+	}
+	return ""
+}
+
+func wholeNumber(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, errors.New("not a whole number")
+	}
+	return n, nil
 }
