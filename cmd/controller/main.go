@@ -12,11 +12,9 @@ package main
 
 import (
 	"context"
-	"flag"
+	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"github.com/dotmesh-io/dotmesh-csi/internal/cmdmain"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
@@ -38,74 +37,67 @@ import (
 var version = "dev"
 
 func main() {
-	var (
-		endpoint    = flag.String("endpoint", "unix:///var/lib/csi/sockets/pluginproxy/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
-		zfsdAddr    = flag.String("zfsd-endpoint", "", "drive the one zfsd on this unix socket (no cluster)")
-		driverName  = flag.String("driver-name", driver.DefaultName, "CSI driver name")
-		kubeconfig  = flag.String("kubeconfig", "", "kubeconfig file; empty uses the in-cluster config")
-		namespace   = flag.String("namespace", "dotmesh-system", "namespace of the CA Secret, of Events, and of the operator's ConfigMap, Lease, backing PVCs and pool pods")
-		caSecret    = flag.String("ca-secret", "dotmesh-ca", "Secret holding the cluster CA (created if missing)")
-		unreachable = flag.Duration("unreachable-after", 10*time.Second, "a pool not heard from this long is unreachable")
-		resync      = flag.Duration("replication-resync", 10*time.Second, "how often lagging replicas are caught up")
-		metricsAddr = flag.String("metrics-address", "", "serve Prometheus /metrics and /healthz here (host:port); empty disables them")
-		configMap   = flag.String("config-map", operator.DefaultConfigMap, "ConfigMap (in --namespace) that configures the PV-per-node operator")
-		poolImage   = flag.String("pool-image", "", "image of the operator's pool pods (it needs /dotmesh-node); default this controller's own image, read from its pod (POD_NAME), else "+operator.DefaultPoolImage)
-		opResync    = flag.Duration("operator-resync", operator.DefaultResync, "how often the operator reconciles backing PVCs and pool pods")
-	)
-	klog.InitFlags(nil)
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	o := &Options{}
+	cmdmain.Run("dotmesh-controller", o, func(ctx context.Context) int { return run(ctx, *o) })
+}
 
+// run serves until ctx ends and returns the exit code.
+func run(ctx context.Context, o Options) int {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	m := metrics.New()
-	var store driver.Store
-	waitOperator := func() {}
-	if *zfsdAddr != "" {
-		// A unix socket on this host: no network, so no TLS.
-		conn, err := grpc.NewClient(*zfsdAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			klog.ErrorS(err, "dialing zfsd", "endpoint", *zfsdAddr)
-			os.Exit(1)
-		}
-		defer conn.Close()
-		store = remote.NewClient(conn)
-	} else {
-		cfg, err := cluster.RestConfig(*kubeconfig)
-		if err != nil {
-			klog.ErrorS(err, "loading the Kubernetes client configuration", "kubeconfig", *kubeconfig)
-			os.Exit(1)
-		}
-		ms, view, peers, err := joinCluster(ctx, cfg, *namespace, *caSecret, *unreachable)
-		if err != nil {
-			klog.ErrorS(err, "joining the cluster")
-			os.Exit(1)
-		}
-		m.WatchReplicas(view)
-		defer peers.Close()
-		go rebuildThenReconcile(ctx, ms, *resync)
-		go ms.AutoCommit(ctx, time.Second)
-		store = ms
-		waitOperator = startOperator(ctx, cfg, operator.Options{
-			Namespace: *namespace, ConfigMap: *configMap, PoolImage: *poolImage, Resync: *opResync,
-		})
+	store, done, err := openStore(ctx, o, m)
+	if err != nil {
+		klog.ErrorS(err, "starting", "clustered", o.Clustered())
+		return 1
 	}
 	m.WatchPools(store.Pools)
-	if *metricsAddr != "" {
+	if o.MetricsAddress != "" {
 		go func() {
-			if err := m.Serve(ctx, *metricsAddr, func(c context.Context) error { _, err := store.Pools(c); return err }); err != nil {
+			if err := m.Serve(ctx, o.MetricsAddress, func(c context.Context) error { _, err := store.Pools(c); return err }); err != nil {
 				klog.ErrorS(err, "metrics endpoint")
 			}
 		}()
 	}
-	d := driver.New(driver.Config{Name: *driverName, Version: version, Roaming: *zfsdAddr == ""}, store)
-	err := driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: *endpoint, Server: driver.NewServer(d, driver.Services{Controller: true}, m.Interceptor())})
+	d := driver.New(driver.Config{Name: o.DriverName, Version: version, Roaming: o.Clustered()}, store)
+	err = driver.Serve(ctx, 20*time.Second, driver.Endpoint{Address: o.Endpoint, Server: driver.NewServer(d, driver.Services{Controller: true}, m.Interceptor())})
 	// Serve may also return on its own failure: end the operator's term too.
 	stop()
-	waitOperator()
-	klog.Flush()
+	done()
 	if err != nil {
-		os.Exit(1)
+		return 1
 	}
+	return 0
+}
+
+// openStore is the one zfsd on --zfsd-endpoint or, in cluster mode, the
+// mesh, with replication, automatic commits and the PV-per-node operator
+// running until ctx ends. done closes what was opened once they have
+// stopped.
+func openStore(ctx context.Context, o Options, m *metrics.Metrics) (store driver.Store, done func(), err error) {
+	if !o.Clustered() {
+		// A unix socket on this host: no network, so no TLS.
+		conn, err := grpc.NewClient(o.ZfsdEndpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, fmt.Errorf("dialing zfsd on %s: %w", o.ZfsdEndpoint, err)
+		}
+		return remote.NewClient(conn), func() { conn.Close() }, nil
+	}
+	cfg, err := cluster.RestConfig(o.Kubeconfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading the Kubernetes client configuration (--kubeconfig=%q): %w", o.Kubeconfig, err)
+	}
+	ms, view, peers, err := joinCluster(ctx, cfg, o.Namespace, o.CASecret, o.Unreachable)
+	if err != nil {
+		return nil, nil, fmt.Errorf("joining the cluster: %w", err)
+	}
+	m.WatchReplicas(view)
+	go rebuildThenReconcile(ctx, ms, o.ReplicationResync)
+	go ms.AutoCommit(ctx, time.Second)
+	waitOperator := startOperator(ctx, cfg, operator.Options{
+		Namespace: o.Namespace, ConfigMap: o.ConfigMap, PoolImage: o.PoolImage, Resync: o.OperatorResync,
+	})
+	return ms, func() { waitOperator(); peers.Close() }, nil
 }
 
 func joinCluster(ctx context.Context, cfg *rest.Config, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, cluster.View, *remote.Dialer, error) {

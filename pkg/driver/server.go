@@ -18,12 +18,13 @@ import (
 // Services selects which CSI services a server offers.
 type Services struct{ Controller, Node bool }
 
-// Listen opens a CSI endpoint: unix:///path/csi.sock or tcp://host:port.
-// A stale unix socket left by a crash is removed first.
-func Listen(endpoint string) (net.Listener, error) {
+// ParseEndpoint checks an endpoint, unix:///path/csi.sock (or
+// unix://path, relative) or tcp://host:port, and returns its network and
+// address.
+func ParseEndpoint(endpoint string) (network, address string, err error) {
 	u, err := url.Parse(endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %q: %w", endpoint, err)
+		return "", "", fmt.Errorf("endpoint %q: %w", endpoint, err)
 	}
 	switch u.Scheme {
 	case "unix":
@@ -31,17 +32,35 @@ func Listen(endpoint string) (net.Listener, error) {
 		if u.Host != "" {
 			p = filepath.Join(u.Host, p)
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		if p == "" {
+			return "", "", fmt.Errorf("endpoint %q: names no socket", endpoint)
+		}
+		return "unix", p, nil
+	case "tcp":
+		if _, _, err := net.SplitHostPort(u.Host); err != nil {
+			return "", "", fmt.Errorf("endpoint %q: %w", endpoint, err)
+		}
+		return "tcp", u.Host, nil
+	}
+	return "", "", fmt.Errorf("endpoint %q: scheme must be unix or tcp", endpoint)
+}
+
+// Listen opens a CSI endpoint (see ParseEndpoint). A stale unix socket
+// left by a crash is removed first.
+func Listen(endpoint string) (net.Listener, error) {
+	network, addr, err := ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if err := os.MkdirAll(filepath.Dir(addr), 0o750); err != nil {
 			return nil, fmt.Errorf("endpoint %q: %w", endpoint, err)
 		}
-		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		if err := os.Remove(addr); err != nil && !os.IsNotExist(err) {
 			return nil, fmt.Errorf("endpoint %q: removing stale socket: %w", endpoint, err)
 		}
-		return net.Listen("unix", p)
-	case "tcp":
-		return net.Listen("tcp", u.Host)
 	}
-	return nil, fmt.Errorf("endpoint %q: scheme must be unix or tcp", endpoint)
+	return net.Listen(network, addr)
 }
 
 // NewServer returns a gRPC server with d's services registered and every
