@@ -10,6 +10,10 @@ MACHINE_CACHE := $(shell hack/cache-dir.sh)
 TOOLS := $(MACHINE_CACHE)/tools/$(shell $(GO) env GOVERSION)
 CSI_SANITY_VERSION := v5.6.0
 STATICCHECK_VERSION := v0.8.2
+CONTROLLER_GEN_VERSION := v0.23.0
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 VERSION ?= dev
 # The name deploy/ uses; `make image IMAGE=...` for your own registry.
 IMAGE ?= ghcr.io/dotmesh-io/dotmesh-csi:$(VERSION)
@@ -17,7 +21,7 @@ KUBE_BINS := etcd kube-apiserver kube-controller-manager kube-scheduler kubelet 
 	csi-provisioner csi-snapshotter snapshot-controller csi-resizer csi-attacher
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build image e2e-images test test-unit test-zfs test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate clean
+.PHONY: all build image e2e-images test test-unit test-zfs test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate verify-generate clean
 
 all: build
 
@@ -49,13 +53,23 @@ $(TOOLS)/staticcheck:
 
 tools: $(TOOLS)/csi-sanity $(TOOLS)/staticcheck
 
-# Regenerates pkg/zfsd/api from its proto (needs buf and the Go plugins;
-# the generated code is committed, so builds and CI never need this).
+# Regenerates what is derived from a source of truth: from the Go types in
+# api/v1alpha1 and their markers, their deep copies and the CRDs in
+# deploy/base/crds (controller-gen); from pkg/zfsd/api/zfsd.proto, its Go
+# code (buf and the Go plugins). The output is committed, so a build never
+# needs the generators; verify-generate fails when it is not current.
 generate:
-	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@v1.75.0
-	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	controller-gen object paths=./api/... crd output:crd:artifacts:config=deploy/base/crds
 	cd pkg/zfsd/api && buf generate
+
+# Runs generate and fails if that changed or added a file under the
+# generated paths: the committed output must be what the sources give.
+verify-generate:
+	@hack/verify-generate.sh
 
 # With the zfs tag, so the tests that need root or ZFS are checked too (no
 # file is built only without it).

@@ -5,7 +5,8 @@ package deploy
 
 import "embed"
 
-// CRDs holds the project's CustomResourceDefinitions.
+// CRDs holds the project's CustomResourceDefinitions, which `make
+// generate` writes from the Go types in api/v1alpha1.
 //
 //go:embed base/crds/*.yaml
 var CRDs embed.FS

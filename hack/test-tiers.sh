@@ -9,6 +9,7 @@ tiers=(
 	"setup:build tools kube-bins"
 	"unit:test-unit"
 	"lint:lint"
+	"generated:verify-generate"
 	"zfs:test-zfs"
 	"sanity:test-sanity"
 	"upstream-sanity:test-upstream-sanity"

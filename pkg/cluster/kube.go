@@ -2,37 +2,28 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
+	"reflect"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2"
 
-	"github.com/dotmesh-io/dotmesh-csi/deploy"
+	"github.com/dotmesh-io/dotmesh-csi/api/v1alpha1"
 )
 
-var (
-	poolGVR = schema.GroupVersionResource{Group: "dotmesh.io", Version: "v1alpha1", Resource: "dotpools"}
-	dotGVR  = schema.GroupVersionResource{Group: "dotmesh.io", Version: "v1alpha1", Resource: "dots"}
-	crdGVR  = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-)
-
-// Kube is the view kept in the Kubernetes API as DotPool and Dot objects.
+// Kube is the view kept in the Kubernetes API as DotPool and Dot objects
+// (api/v1alpha1). Their status is a subresource: the API server takes it
+// only through UpdateStatus, and drops it from an object being created, so
+// a new record is made in two writes and is not in the view until the
+// second lands.
 type Kube struct {
-	dyn  dynamic.Interface
-	core kubernetes.Interface
+	dyn dynamic.Interface
 
 	// nodeOf caches each pool's node, learnt from pool records as they pass
 	// by, so a Dot's record can name its master's node for `kubectl get
@@ -47,209 +38,15 @@ func NewKube(cfg *rest.Config) (*Kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster view: %w", err)
 	}
-	core, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("cluster view: %w", err)
-	}
-	return &Kube{dyn: dyn, core: core, nodeOf: map[string]string{}}, nil
+	return newKube(dyn), nil
 }
 
-// EnsureCRDs creates the project's CRDs when missing and waits until the API
-// serves them.
-func EnsureCRDs(ctx context.Context, cfg *rest.Config) error {
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	files, err := fs.Glob(deploy.CRDs, "base/crds/*.yaml")
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		raw, err := deploy.CRDs.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(raw, &obj.Object); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		_, err = dyn.Resource(crdGVR).Create(ctx, obj, metav1.CreateOptions{})
-		switch {
-		case err == nil, apierrors.IsAlreadyExists(err):
-		case apierrors.IsForbidden(err):
-			// Installed from deploy/, the controller has no rights on CRDs
-			// (least privilege); the wait below tells whether they are there.
-			klog.V(2).InfoS("not allowed to create CRD; expecting it installed", "crd", obj.GetName())
-		default:
-			return fmt.Errorf("creating CRD %s: %w", obj.GetName(), err)
-		}
-	}
-	for _, gvr := range []schema.GroupVersionResource{poolGVR, dotGVR} {
-		for {
-			_, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
-			if err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("CRD %s not served: %w", gvr.Resource, err)
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	return nil
+func newKube(dyn dynamic.Interface) *Kube {
+	return &Kube{dyn: dyn, nodeOf: map[string]string{}}
 }
 
-// Wire forms: the JSON the CRDs hold.
-type poolStatus struct {
-	Node          string    `json:"node,omitempty"`
-	Address       string    `json:"address,omitempty"`
-	Size          int64     `json:"size"`
-	Available     int64     `json:"available"`
-	Zvols         bool      `json:"zvols"`
-	LastHeartbeat time.Time `json:"lastHeartbeat"`
-}
-
-type dotSpec struct {
-	Name           string `json:"name"`
-	Capacity       int64  `json:"capacity"`
-	CommitInterval string `json:"commitInterval,omitempty"`
-}
-
-type replicaWire struct {
-	Pool      string    `json:"pool"`
-	Commit    string    `json:"commit,omitempty"`
-	Seq       int64     `json:"seq"`
-	Updated   time.Time `json:"updated"`
-	LastBytes int64     `json:"lastBytes"`
-}
-
-type lossWire struct {
-	CommitsLost            int64     `json:"commitsLost"`
-	LastReplicatedCommit   string    `json:"lastReplicatedCommit,omitempty"`
-	LastReplicatedCommitAt time.Time `json:"lastReplicatedCommitAt"`
-	At                     time.Time `json:"at"`
-	FromPool               string    `json:"fromPool"`
-	ToPool                 string    `json:"toPool"`
-}
-
-type dotStatus struct {
-	Master       string        `json:"master"`
-	MasterNode   string        `json:"masterNode,omitempty"` // display only; see Kube.nodeOf
-	NewestCommit string        `json:"newestCommit,omitempty"`
-	Seq          int64         `json:"seq"`
-	Replicas     []replicaWire `json:"replicas"`
-	Loss         *lossWire     `json:"loss,omitempty"`
-	Moving       string        `json:"moving,omitempty"`
-	Deleted      bool          `json:"deleted,omitempty"`
-	LastCommitAt *time.Time    `json:"lastCommitAt,omitempty"`
-	MovingSince  *time.Time    `json:"movingSince,omitempty"`
-}
-
-func toMap(v any) (map[string]any, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	return m, json.Unmarshal(b, &m)
-}
-
-func fromField(obj *unstructured.Unstructured, field string, v any) error {
-	m, ok := obj.Object[field]
-	if !ok {
-		return nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
-}
-
-func poolObject(p Pool) (*unstructured.Unstructured, error) {
-	st, err := toMap(poolStatus{Node: p.Node, Address: p.Address, Size: p.Size, Available: p.Available, Zvols: p.Zvols, LastHeartbeat: p.LastHeartbeat.UTC()})
-	if err != nil {
-		return nil, err
-	}
-	obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "dotmesh.io/v1alpha1", "kind": "DotPool", "status": st}}
-	obj.SetName(p.Name)
-	return obj, nil
-}
-
-func poolFrom(obj *unstructured.Unstructured) (Pool, error) {
-	var st poolStatus
-	if err := fromField(obj, "status", &st); err != nil {
-		return Pool{}, fmt.Errorf("DotPool %s: %w", obj.GetName(), err)
-	}
-	return Pool{Name: obj.GetName(), Node: st.Node, Address: st.Address, Size: st.Size, Available: st.Available, Zvols: st.Zvols, LastHeartbeat: st.LastHeartbeat}, nil
-}
-
-func dotObject(d Dot, masterNode string) (*unstructured.Unstructured, error) {
-	ds := dotSpec{Name: d.Name, Capacity: d.Capacity}
-	if d.CommitInterval > 0 {
-		ds.CommitInterval = d.CommitInterval.String()
-	}
-	spec, err := toMap(ds)
-	if err != nil {
-		return nil, err
-	}
-	st := dotStatus{Master: d.Master, MasterNode: masterNode, NewestCommit: d.NewestCommit, Seq: d.Seq, Replicas: []replicaWire{}, Moving: d.Moving, Deleted: d.Deleted}
-	if !d.LastCommitAt.IsZero() {
-		t := d.LastCommitAt.UTC()
-		st.LastCommitAt = &t
-	}
-	if d.Moving != "" {
-		t := d.MovingSince.UTC()
-		st.MovingSince = &t
-	}
-	for _, r := range d.Replicas {
-		st.Replicas = append(st.Replicas, replicaWire{Pool: r.Pool, Commit: r.Commit, Seq: r.Seq, Updated: r.Updated.UTC(), LastBytes: r.LastBytes})
-	}
-	if l := d.Loss; l != nil {
-		st.Loss = &lossWire{CommitsLost: l.CommitsLost, LastReplicatedCommit: l.LastReplicatedCommit,
-			LastReplicatedCommitAt: l.LastReplicatedCommitAt.UTC(), At: l.At.UTC(), FromPool: l.FromPool, ToPool: l.ToPool}
-	}
-	stm, err := toMap(st)
-	if err != nil {
-		return nil, err
-	}
-	obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "dotmesh.io/v1alpha1", "kind": "Dot", "spec": spec, "status": stm}}
-	obj.SetName(d.ID)
-	obj.SetResourceVersion(d.Version)
-	return obj, nil
-}
-
-func dotFrom(obj *unstructured.Unstructured) (Dot, error) {
-	var spec dotSpec
-	var st dotStatus
-	if err := fromField(obj, "spec", &spec); err != nil {
-		return Dot{}, fmt.Errorf("Dot %s: %w", obj.GetName(), err)
-	}
-	if err := fromField(obj, "status", &st); err != nil {
-		return Dot{}, fmt.Errorf("Dot %s: %w", obj.GetName(), err)
-	}
-	d := Dot{ID: obj.GetName(), Name: spec.Name, Capacity: spec.Capacity, Master: st.Master, NewestCommit: st.NewestCommit,
-		Seq: st.Seq, Version: obj.GetResourceVersion(), Moving: st.Moving, Deleted: st.Deleted}
-	if st.MovingSince != nil {
-		d.MovingSince = *st.MovingSince
-	}
-	if st.LastCommitAt != nil {
-		d.LastCommitAt = *st.LastCommitAt
-	}
-	if spec.CommitInterval != "" {
-		d.CommitInterval, _ = time.ParseDuration(spec.CommitInterval)
-	}
-	for _, r := range st.Replicas {
-		d.Replicas = append(d.Replicas, Replica(r))
-	}
-	if l := st.Loss; l != nil {
-		d.Loss = &Loss{CommitsLost: l.CommitsLost, LastReplicatedCommit: l.LastReplicatedCommit,
-			LastReplicatedCommitAt: l.LastReplicatedCommitAt, At: l.At, FromPool: l.FromPool, ToPool: l.ToPool}
-	}
-	return d, nil
-}
+func (k *Kube) pools() dynamic.ResourceInterface { return k.dyn.Resource(v1alpha1.DotPoolsResource) }
+func (k *Kube) dots() dynamic.ResourceInterface  { return k.dyn.Resource(v1alpha1.DotsResource) }
 
 func (k *Kube) learnNode(pool, node string) {
 	if node == "" {
@@ -278,36 +75,37 @@ func (k *Kube) masterNode(ctx context.Context, pool string) string {
 }
 
 func (k *Kube) PutPool(ctx context.Context, p Pool, stale time.Duration) error {
-	return k.writePool(ctx, p.Name, func(cur Pool, exists bool) (Pool, error) {
-		if exists {
-			if err := claimable(cur, p, stale); err != nil {
-				return cur, err
-			}
-		}
-		k.learnNode(p.Name, p.Node)
-		return p, nil
+	err := k.writePool(ctx, p.Name, func(cur Pool, _ bool) (Pool, error) {
+		return p, claimable(cur, p, stale)
 	})
+	if err == nil {
+		k.learnNode(p.Name, p.Node)
+	}
+	return err
 }
 
 func (k *Kube) ReleasePool(ctx context.Context, name, node string) error {
 	return k.writePool(ctx, name, func(cur Pool, exists bool) (Pool, error) {
 		p, ok := released(cur, node)
 		if !exists || !ok {
-			return cur, errSkipWrite
+			return cur, errSkip
 		}
 		return p, nil
 	})
 }
 
-var errSkipWrite = errors.New("nothing to write")
+// errSkip, from a change or a conversion, leaves the record alone.
+var errSkip = errors.New("nothing to do")
 
-// writePool compare-and-swaps a pool's record on its resourceVersion, so
-// two nodes claiming one pool cannot both win.
+// writePool compare-and-swaps a pool's status on its resourceVersion, so
+// two nodes claiming one pool cannot both win. A missing record is first
+// created empty (a free pool), and the status written on the version the
+// create returned; a create that finds the record made meanwhile reads it
+// and decides again.
 func (k *Kube) writePool(ctx context.Context, name string, change func(cur Pool, exists bool) (Pool, error)) error {
-	res := k.dyn.Resource(poolGVR)
 	for range 5 {
-		var cur Pool
-		obj, err := res.Get(ctx, name, metav1.GetOptions{})
+		cur := Pool{Name: name}
+		obj, err := k.pools().Get(ctx, name, metav1.GetOptions{})
 		exists := err == nil
 		if exists {
 			if cur, err = poolFrom(obj); err != nil {
@@ -317,23 +115,32 @@ func (k *Kube) writePool(ctx context.Context, name string, change func(cur Pool,
 			return wrapKube("pool", name, err)
 		}
 		next, err := change(cur, exists)
-		if errors.Is(err, errSkipWrite) {
+		if errors.Is(err, errSkip) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		if !exists {
+			empty, err := poolObject(Pool{Name: name})
+			if err != nil {
+				return err
+			}
+			obj, err = k.pools().Create(ctx, empty, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			if err != nil {
+				return wrapKube("pool", name, err)
+			}
+		}
 		out, err := poolObject(next)
 		if err != nil {
 			return err
 		}
-		if exists {
-			out.SetResourceVersion(obj.GetResourceVersion())
-			_, err = res.Update(ctx, out, metav1.UpdateOptions{})
-		} else {
-			_, err = res.Create(ctx, out, metav1.CreateOptions{})
-		}
-		if err == nil || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
+		out.SetResourceVersion(obj.GetResourceVersion())
+		_, err = k.pools().UpdateStatus(ctx, out, metav1.UpdateOptions{})
+		if !apierrors.IsConflict(err) {
 			return wrapKube("pool", name, err)
 		}
 	}
@@ -341,24 +148,15 @@ func (k *Kube) writePool(ctx context.Context, name string, change func(cur Pool,
 }
 
 func (k *Kube) ListPools(ctx context.Context) ([]Pool, error) {
-	list, err := k.dyn.Resource(poolGVR).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, wrapKube("pools", "", err)
-	}
-	out := make([]Pool, 0, len(list.Items))
-	for i := range list.Items {
-		p, err := poolFrom(&list.Items[i])
-		if err != nil {
-			return nil, err
-		}
+	out, err := list(ctx, k.pools(), "pools", poolFrom)
+	for _, p := range out {
 		k.learnNode(p.Name, p.Node)
-		out = append(out, p)
 	}
-	return out, nil
+	return out, err
 }
 
 func (k *Kube) GetPool(ctx context.Context, name string) (Pool, error) {
-	obj, err := k.dyn.Resource(poolGVR).Get(ctx, name, metav1.GetOptions{})
+	obj, err := k.pools().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return Pool{}, wrapKube("pool", name, err)
 	}
@@ -370,28 +168,43 @@ func (k *Kube) GetPool(ctx context.Context, name string) (Pool, error) {
 }
 
 func (k *Kube) DeletePool(ctx context.Context, name string) error {
-	err := k.dyn.Resource(poolGVR).Delete(ctx, name, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return wrapKube("pool", name, err)
+	return deleteObject(ctx, k.pools(), "pool", name)
 }
 
+// CreateDot makes the record (the spec), then writes its status. A record
+// found without a status is a create that stopped between the two (this
+// one's, retried, or another's that died): it is not in the view, so this
+// create completes it, and a concurrent one that completes it first wins.
 func (k *Kube) CreateDot(ctx context.Context, d Dot) (Dot, error) {
 	d.Version = ""
 	obj, err := dotObject(d, k.masterNode(ctx, d.Master))
 	if err != nil {
 		return Dot{}, err
 	}
-	out, err := k.dyn.Resource(dotGVR).Create(ctx, obj, metav1.CreateOptions{})
+	made, err := k.dots().Create(ctx, obj, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		made, err = k.dots().Get(ctx, d.ID, metav1.GetOptions{})
+		if err == nil && hasStatus(made) {
+			return Dot{}, fmt.Errorf("dot %s: %w", d.ID, ErrExists)
+		}
+	}
 	if err != nil {
 		return Dot{}, wrapKube("dot", d.ID, err)
 	}
-	return dotFrom(out)
+	out, err := k.writeDot(ctx, obj, made.GetResourceVersion())
+	if errors.Is(err, ErrConflict) {
+		return Dot{}, fmt.Errorf("dot %s: created concurrently: %w", d.ID, ErrExists)
+	}
+	return out, err
 }
 
+// GetDot reads a dot's record; one whose status was never written is not
+// in the view yet.
 func (k *Kube) GetDot(ctx context.Context, id string) (Dot, error) {
-	obj, err := k.dyn.Resource(dotGVR).Get(ctx, id, metav1.GetOptions{})
+	obj, err := k.dots().Get(ctx, id, metav1.GetOptions{})
+	if err == nil && !hasStatus(obj) {
+		return Dot{}, fmt.Errorf("dot %s: being created: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return Dot{}, wrapKube("dot", id, err)
 	}
@@ -399,60 +212,77 @@ func (k *Kube) GetDot(ctx context.Context, id string) (Dot, error) {
 }
 
 func (k *Kube) ListDots(ctx context.Context) ([]Dot, error) {
-	list, err := k.dyn.Resource(dotGVR).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, wrapKube("dots", "", err)
-	}
-	out := make([]Dot, 0, len(list.Items))
-	for i := range list.Items {
-		d, err := dotFrom(&list.Items[i])
-		if err != nil {
-			return nil, err
+	return list(ctx, k.dots(), "dots", func(obj *unstructured.Unstructured) (Dot, error) {
+		if !hasStatus(obj) {
+			return Dot{}, errSkip
 		}
-		out = append(out, d)
-	}
-	return out, nil
+		return dotFrom(obj)
+	})
 }
 
 func (k *Kube) UpdateDot(ctx context.Context, d Dot) (Dot, error) {
 	if d.Version == "" {
-		return Dot{}, fmt.Errorf("dot %s: update without a version", d.ID)
+		return Dot{}, fmt.Errorf("dot %s: update without a version: %w", d.ID, ErrConflict)
 	}
 	obj, err := dotObject(d, k.masterNode(ctx, d.Master))
 	if err != nil {
 		return Dot{}, err
 	}
-	out, err := k.dyn.Resource(dotGVR).Update(ctx, obj, metav1.UpdateOptions{})
+	return k.writeDot(ctx, obj, d.Version)
+}
+
+// writeDot writes obj's status, then its spec if that differs from the
+// record's, each a compare-and-swap: the first on version, the second on
+// the version the first left. The API server takes a status and a spec
+// only in separate writes; the view's callers change one or the other (a
+// resize changes the capacity alone), so one write is the rule. Should the
+// second lose its compare-and-swap, the status stays written and
+// ErrConflict has the caller re-read and apply its change again.
+func (k *Kube) writeDot(ctx context.Context, obj *unstructured.Unstructured, version string) (Dot, error) {
+	obj.SetResourceVersion(version)
+	out, err := k.dots().UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+	if err == nil && !reflect.DeepEqual(out.Object["spec"], obj.Object["spec"]) {
+		obj.SetResourceVersion(out.GetResourceVersion())
+		out, err = k.dots().Update(ctx, obj, metav1.UpdateOptions{})
+	}
 	if err != nil {
-		return Dot{}, wrapKube("dot", d.ID, err)
+		return Dot{}, wrapKube("dot", obj.GetName(), err)
 	}
 	return dotFrom(out)
 }
 
 func (k *Kube) DeleteDot(ctx context.Context, id string) error {
-	err := k.dyn.Resource(dotGVR).Delete(ctx, id, metav1.DeleteOptions{})
+	return deleteObject(ctx, k.dots(), "dot", id)
+}
+
+// list reads every object of res, in name order (the API server's),
+// through from; an object from answers errSkip for is left out.
+func list[T any](ctx context.Context, res dynamic.ResourceInterface, kind string, from func(*unstructured.Unstructured) (T, error)) ([]T, error) {
+	objs, err := res.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, wrapKube(kind, "", err)
+	}
+	out := make([]T, 0, len(objs.Items))
+	for i := range objs.Items {
+		v, err := from(&objs.Items[i])
+		if errors.Is(err, errSkip) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// deleteObject deletes a record; one already gone is not an error.
+func deleteObject(ctx context.Context, res dynamic.ResourceInterface, kind, name string) error {
+	err := res.Delete(ctx, name, metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	return wrapKube("dot", id, err)
-}
-
-// Event records a Kubernetes Event about a dot. Dots are cluster-scoped,
-// and the API keeps events of cluster-scoped objects in "default". Failing
-// to record one is logged, never fatal: the loss is also in the Dot's status.
-func (k *Kube) Event(ctx context.Context, dotID, reason, message string) {
-	now := metav1.Now()
-	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{GenerateName: "dot-" + dotID[:8] + "-", Namespace: metav1.NamespaceDefault},
-		InvolvedObject: corev1.ObjectReference{APIVersion: "dotmesh.io/v1alpha1", Kind: "Dot", Name: dotID},
-		Reason:         reason, Message: message, Type: corev1.EventTypeWarning,
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-		Source: corev1.EventSource{Component: "dotmesh-csi"},
-	}
-	if _, err := k.core.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		klog.ErrorS(err, "recording event", "dot", dotID, "reason", reason)
-	}
-	klog.InfoS("event", "dot", dotID, "reason", reason, "message", message)
+	return wrapKube(kind, name, err)
 }
 
 func wrapKube(kind, name string, err error) error {

@@ -3,7 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -54,22 +55,13 @@ func (m *Memory) ReleasePool(_ context.Context, name, node string) error {
 func (m *Memory) ListPools(context.Context) ([]Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Pool, 0, len(m.pools))
-	for _, p := range m.pools {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return sorted(m.pools, func(p Pool) Pool { return p }), nil
 }
 
 func (m *Memory) GetPool(_ context.Context, name string) (Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p, ok := m.pools[name]
-	if !ok {
-		return Pool{}, fmt.Errorf("pool %s: %w", name, ErrNotFound)
-	}
-	return p, nil
+	return get(m.pools, "pool", name, func(p Pool) Pool { return p })
 }
 
 func (m *Memory) DeletePool(_ context.Context, name string) error {
@@ -103,22 +95,13 @@ func (m *Memory) CreateDot(_ context.Context, d Dot) (Dot, error) {
 func (m *Memory) GetDot(_ context.Context, id string) (Dot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d, ok := m.dots[id]
-	if !ok {
-		return Dot{}, fmt.Errorf("dot %s: %w", id, ErrNotFound)
-	}
-	return copyDot(d), nil
+	return get(m.dots, "dot", id, copyDot)
 }
 
 func (m *Memory) ListDots(context.Context) ([]Dot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Dot, 0, len(m.dots))
-	for _, d := range m.dots {
-		out = append(out, copyDot(d))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return sorted(m.dots, copyDot), nil
 }
 
 func (m *Memory) UpdateDot(_ context.Context, d Dot) (Dot, error) {
@@ -142,6 +125,26 @@ func (m *Memory) DeleteDot(_ context.Context, id string) error {
 	defer m.mu.Unlock()
 	delete(m.dots, id)
 	return nil
+}
+
+// get returns a copy of the record under key.
+func get[T any](records map[string]T, kind, key string, copyOf func(T) T) (T, error) {
+	r, ok := records[key]
+	if !ok {
+		var zero T
+		return zero, fmt.Errorf("%s %s: %w", kind, key, ErrNotFound)
+	}
+	return copyOf(r), nil
+}
+
+// sorted returns copies of the records in key order, as the API server
+// lists them.
+func sorted[T any](records map[string]T, copyOf func(T) T) []T {
+	out := make([]T, 0, len(records))
+	for _, k := range slices.Sorted(maps.Keys(records)) {
+		out = append(out, copyOf(records[k]))
+	}
+	return out
 }
 
 func (m *Memory) Event(_ context.Context, dotID, reason, message string) {

@@ -8,21 +8,8 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-)
-
-var (
-	// ErrNotFound: no such record.
-	ErrNotFound = errors.New("not found in the cluster view")
-	// ErrConflict: the record changed since it was read (compare-and-swap
-	// lost); re-read and decide again.
-	ErrConflict = errors.New("cluster view record changed concurrently")
-	// ErrExists: create of a record that exists.
-	ErrExists = errors.New("already in the cluster view")
-	// ErrHeld: a pool is imported on another node that is still heard from.
-	ErrHeld = errors.New("pool is imported on another node")
 )
 
 // Pool is one imported pool, kept fresh by its node's heartbeat.
@@ -108,6 +95,7 @@ type View interface {
 	// ReleasePool records that node exported the pool, so another node may
 	// import it at once. A pool held by another node is left alone.
 	ReleasePool(ctx context.Context, name, node string) error
+	// ListPools returns every pool's record, in name order.
 	ListPools(ctx context.Context) ([]Pool, error)
 	GetPool(ctx context.Context, name string) (Pool, error)
 	DeletePool(ctx context.Context, name string) error
@@ -115,6 +103,7 @@ type View interface {
 	// CreateDot claims a dot's record; ErrExists if it is there.
 	CreateDot(ctx context.Context, d Dot) (Dot, error)
 	GetDot(ctx context.Context, id string) (Dot, error)
+	// ListDots returns every dot's record, tombstones too, in ID order.
 	ListDots(ctx context.Context) ([]Dot, error)
 	// UpdateDot writes d if its Version is still current, else ErrConflict.
 	UpdateDot(ctx context.Context, d Dot) (Dot, error)
@@ -124,9 +113,6 @@ type View interface {
 	Event(ctx context.Context, dotID, reason, message string)
 }
 
-// claimable says whether p may replace the record cur: the pool is free
-// (released, or never held), already p.Node's, or its holder has not been
-// heard from within stale.
 // released is cur with no holder, if node holds it; false leaves it as is.
 func released(cur Pool, node string) (Pool, bool) {
 	if cur.Node != node {
@@ -136,6 +122,9 @@ func released(cur Pool, node string) (Pool, bool) {
 	return cur, true
 }
 
+// claimable says whether p may replace the record cur: the pool is free
+// (released, or never held), already p.Node's, or its holder has not been
+// heard from within stale.
 func claimable(cur, p Pool, stale time.Duration) error {
 	if cur.Node == "" || cur.Node == p.Node || p.LastHeartbeat.Sub(cur.LastHeartbeat) >= stale {
 		return nil
