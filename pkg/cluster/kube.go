@@ -255,8 +255,8 @@ func (k *Kube) DeleteDot(ctx context.Context, id string) error {
 	return deleteObject(ctx, k.dots(), "dot", id)
 }
 
-// list reads every object of res, in name order (the API server's),
-// through from; an object from answers errSkip for is left out.
+// list reads every object of res, in name order (the API server's), each
+// converted by from, which answers errSkip to leave one out.
 func list[T any](ctx context.Context, res dynamic.ResourceInterface, kind string, from func(*unstructured.Unstructured) (T, error)) ([]T, error) {
 	objs, err := res.List(ctx, metav1.ListOptions{})
 	if err != nil {
