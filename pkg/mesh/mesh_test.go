@@ -391,7 +391,13 @@ func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
 func TestViewIsRebuiltFromThePools(t *testing.T) {
 	tc := newCluster(t, 2, time.Minute)
 	a := tc.nodes[0]
-	d := tc.createDot(t, a, 2)
+	// An interval that never comes due here (nothing runs AutoCommit), but
+	// that the pool stores and the rebuilt record must have again.
+	d, err := tc.ctrl.CreateDot(ctxT(t), zfsd.DotSpec{Pool: a.pool.Name(), ID: uuid.NewString(), Name: "rebuilt",
+		Capacity: 64 << 20, Params: zfsd.Params{Replicas: 2, CommitInterval: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := a.mount(t, d.ID)
 	writeRandom(t, filepath.Join(dir, "data"), 1<<20)
 	tc.commit(t, d.ID, "c1")
@@ -411,7 +417,7 @@ func TestViewIsRebuiltFromThePools(t *testing.T) {
 		t.Fatal(err)
 	}
 	if after.Master != before.Master || after.Name != before.Name || after.Capacity != before.Capacity ||
-		after.Seq != 2 || len(after.Replicas) != 1 || after.Replicas[0].Seq != 2 {
+		after.CommitInterval != time.Hour || after.Seq != 2 || len(after.Replicas) != 1 || after.Replicas[0].Seq != 2 {
 		t.Fatalf("rebuilt %+v\nfrom     %+v", after, before)
 	}
 	if n, _ := tc.ctrl.Rebuild(ctxT(t)); n != 0 {

@@ -68,7 +68,7 @@ func (s *Store) Rebuild(ctx context.Context) (int, error) {
 		})
 		m := hs[0]
 		rec := cluster.Dot{ID: id, Name: m.dot.Name, Capacity: m.dot.Capacity, Master: m.pool,
-			Seq: int64(len(m.snaps)), NewestCommit: m.newest}
+			Seq: int64(len(m.snaps)), NewestCommit: m.newest, CommitInterval: m.dot.Params.CommitInterval}
 		for _, h := range hs[1:] {
 			rec.Replicas = append(rec.Replicas, cluster.Replica{Pool: h.pool, Commit: h.newest, Seq: int64(len(h.snaps)), Updated: s.cfg.Now()})
 		}
