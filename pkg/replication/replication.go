@@ -31,7 +31,8 @@ type Source interface {
 	SendResume(ctx context.Context, dotID, token string, w io.Writer) (int64, error)
 }
 
-// Master is what a handoff needs besides of the pool holding the master copy.
+// Master is what a handoff needs, besides a push, of the pool holding the
+// master copy.
 type Master interface {
 	Source
 	Staged(ctx context.Context, dotID string) (bool, error)
