@@ -78,24 +78,26 @@ lint: $(TOOLS)/staticcheck
 	$(GO) vet -tags zfs ./...
 	staticcheck -tags zfs ./...
 
-# `make test` is what CI runs (.ci/run): unit tests (first, as the fast
-# tier), integration tests on real zfs-fuse, csi-sanity (in process, against the split binaries, and
-# against the controller of a 3-node harness cluster), the upstream
-# csi-sanity binary against the standalone driver, the multi-node
-# scenarios, the real-Kubernetes scenarios (deploy/ installed on a cluster
-# built from source), and the OpenZFS tier (the same tests on the real
-# OpenZFS module in an emulated guest). Kubernetes, etcd and the CSI
-# sidecars are built once through the Go module proxy and cached in
-# .cache/kube (about 16 minutes cold on 2 cores).
-# Each tier is timed, and the times are printed at the end, pass or fail
-# (hack/test-tiers.sh).
+# `make test` is what CI runs (.ci/run), tier by tier (hack/test-tiers.sh):
+# setup (build, tools, kube-bins); unit tests (the fast tier); lint; the
+# generated files checked against their sources (verify-generate);
+# integration tests on real zfs-fuse; csi-sanity (in process, against the
+# split binaries, and against the controller of a 3-node harness cluster);
+# the upstream csi-sanity binary against the standalone driver; the
+# multi-node scenarios; the real-Kubernetes scenarios (deploy/ installed on
+# a cluster built from source); and the OpenZFS tier (the same tests on the
+# real OpenZFS module in an emulated guest). Kubernetes, etcd and the CSI
+# sidecars are built once per machine through the Go module proxy, into the
+# machine-wide cache (hack/cache-dir.sh). Each tier is timed, and the times
+# are printed at the end, pass or fail. docs/testing.md lists the tiers,
+# their times, and how long the cold builds take.
 test:
 	@hack/test-tiers.sh
 
 # The fast tier: every test that needs neither root nor ZFS, nor a cluster
-# (any user, about 15 s once the build cache is warm), and the coverage of
-# the CSI services against fakes of the store and the mount table, which
-# must stay at 70% or more.
+# (any user; seconds with a warm Go build cache, minutes from an empty one,
+# see docs/testing.md), and the coverage of the CSI services against fakes
+# of the store and the mount table, which must stay at 70% or more.
 test-unit:
 	@GO=$(GO) hack/test-unit.sh
 
@@ -123,7 +125,8 @@ e2e-k8s: image e2e-images
 
 # The OpenZFS tier: the ZFS integration tests and in-process csi-sanity in an
 # emulated guest with the real OpenZFS 2.1 kernel module. The guest image is
-# built once (about 8 minutes) and cached in .cache/openzfs.
+# built once per machine and kept in the machine-wide cache
+# (hack/cache-dir.sh); docs/testing.md says how long that takes.
 test-openzfs:
 	@e2e/openzfs/run.sh
 
