@@ -41,6 +41,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/authz"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
 
@@ -161,7 +162,7 @@ func serviceEndpoints(ctx context.Context, o Options, store driver.Store, pools 
 		}()
 	}
 	if o.ZfsdEndpoint != "" {
-		zs := grpc.NewServer(remote.ServerOptions(nil)...)
+		zs := grpc.NewServer(remote.ServerOptions(nil, authz.New(authz.Config{Pools: authz.PoolNames(pools)}))...)
 		api.RegisterZfsdServer(zs, remote.NewServer(pools, peers))
 		eps = append(eps, driver.Endpoint{Address: o.ZfsdEndpoint, Server: zs})
 	}
@@ -206,7 +207,7 @@ func joinCluster(ctx context.Context, o Options, pools *zfsd.Set) (joined, error
 		return joined{}, fmt.Errorf("zfsd identity: %w", err)
 	}
 	peers := remote.NewDialer(id)
-	zs := grpc.NewServer(remote.ServerOptions(id)...)
+	zs := grpc.NewServer(remote.ServerOptions(id, authz.New(authz.Config{View: view, Pools: authz.PoolNames(pools)}))...)
 	api.RegisterZfsdServer(zs, remote.NewServer(pools, peers))
 	ms := mesh.New(mesh.Config{View: view, Peers: peers, Local: pools, LocalAddress: advertise,
 		Unreachable: o.Unreachable, FailoverGrace: o.FailoverGrace})

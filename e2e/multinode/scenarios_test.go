@@ -384,7 +384,7 @@ func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
 	roots.AppendCertsFromPEM(clusterCA.CertPEM)
 	stranger, _ := pki.NewCA("not the cluster's CA")
 	leaf := func(ca *pki.CA) *tls.Config {
-		cert, key, err := ca.Issue("peer")
+		cert, key, err := ca.Issue("node:e2e-peer")
 		if err != nil {
 			t.Fatal(err)
 		}

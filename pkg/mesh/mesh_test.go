@@ -33,6 +33,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/authz"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
 
@@ -97,18 +98,19 @@ func newClusterOf(t *testing.T, perNode []int, grace time.Duration, opts func(i 
 		}
 		total += count
 		pool := pools[0]
-		id := identity(t, ca, pool.Name())
+		nodeName := "node-" + string(rune('a'+i))
+		id := identity(t, ca, "node:"+nodeName)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		peers := remote.NewDialer(id)
-		so := remote.ServerOptions(id)
+		set := zfsd.NewSet(pools...)
+		so := remote.ServerOptions(id, authz.New(authz.Config{View: tc.view, Pools: authz.PoolNames(set)}))
 		if opts != nil {
 			so = append(so, opts(i)...)
 		}
 		srv := grpc.NewServer(so...)
-		set := zfsd.NewSet(pools...)
 		api.RegisterZfsdServer(srv, remote.NewServer(set, peers))
 		go func() { _ = srv.Serve(l) }()
 		nd := &node{pool: pool, pools: pools, addr: l.Addr().String(), srv: srv}
@@ -116,7 +118,7 @@ func newClusterOf(t *testing.T, perNode []int, grace time.Duration, opts func(i 
 			Unreachable: time.Second, FailoverGrace: grace})
 		ctx, cancel := context.WithCancel(context.Background())
 		nd.stop = cancel
-		go nd.store.Heartbeat(ctx, "node-"+string(rune('a'+i)), 200*time.Millisecond)
+		go nd.store.Heartbeat(ctx, nodeName, 200*time.Millisecond)
 		t.Cleanup(func() { cancel(); srv.Stop(); peers.Close() })
 		tc.nodes = append(tc.nodes, nd)
 	}
@@ -382,7 +384,7 @@ func TestZfsdRefusesPeersWithoutAClusterCertificate(t *testing.T) {
 	if _, err := remote.NewDialer(nil).Client(addr, ""); err == nil {
 		t.Error("a dialer without an identity dialed TCP")
 	}
-	c, _ := remote.NewDialer(identity(t, tc.ca, "friend")).Client(addr, "")
+	c, _ := remote.NewDialer(identity(t, tc.ca, "node:friend")).Client(addr, "")
 	if _, err := c.Info(ctxT(t)); err != nil {
 		t.Fatalf("a peer with a cluster certificate was refused: %v", err)
 	}

@@ -21,7 +21,7 @@ func TestOneNodeServesTwoPools(t *testing.T) {
 	tc := newClusterOf(t, []int{1, 2}, time.Minute, nil)
 	a, b := tc.nodes[0], tc.nodes[1]
 
-	dialer := remote.NewDialer(identity(t, tc.ca, "probe"))
+	dialer := remote.NewDialer(identity(t, tc.ca, "node:probe"))
 	t.Cleanup(dialer.Close)
 	for _, p := range b.pools {
 		c, err := dialer.Client(b.addr, p.Name())

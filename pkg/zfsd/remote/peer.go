@@ -1,13 +1,16 @@
 package remote
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 )
@@ -59,13 +62,40 @@ func (d *Dialer) Close() {
 	}
 }
 
+// Authorizer decides every call a zfsd serves, as gRPC interceptors
+// (pkg/zfsd/authz's Guard).
+type Authorizer interface {
+	Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error)
+	Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error
+}
+
 // ServerOptions are the gRPC options a zfsd serves with: mutual TLS when id
-// is set, and messages large enough for stream chunks.
-func ServerOptions(id *pki.Identity) []grpc.ServerOption {
+// is set, every call decided by auth, and messages large enough for stream
+// chunks. With TLS and no auth every call is refused: a zfsd on the
+// network never serves a caller it has not judged. Without either (a unix
+// socket in tests) every call is served.
+func ServerOptions(id *pki.Identity, auth Authorizer) []grpc.ServerOption {
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20), grpc.MaxSendMsgSize(16 << 20),
 		grpc.ConnectionTimeout(10 * time.Second)}
 	if id != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(id.ServerTLS())))
+		if auth == nil {
+			auth = refuseAll{}
+		}
+	}
+	if auth != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(auth.Unary), grpc.ChainStreamInterceptor(auth.Stream))
 	}
 	return opts
+}
+
+// refuseAll is the authorizer of a TLS zfsd given none.
+type refuseAll struct{}
+
+func (refuseAll) Unary(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+	return nil, status.Error(codes.PermissionDenied, "zfsd: this server has no authorizer; it refuses every call")
+}
+
+func (refuseAll) Stream(any, grpc.ServerStream, *grpc.StreamServerInfo, grpc.StreamHandler) error {
+	return status.Error(codes.PermissionDenied, "zfsd: this server has no authorizer; it refuses every call")
 }

@@ -63,7 +63,7 @@ func (r *receiver) Snapshots(ctx context.Context, _ *api.DotRef) (*api.SnapshotL
 func dial(t *testing.T, r *receiver) peer {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer(ServerOptions(nil)...)
+	srv := grpc.NewServer(ServerOptions(nil, nil)...)
 	api.RegisterZfsdServer(srv, r)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)

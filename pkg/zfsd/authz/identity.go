@@ -1,0 +1,86 @@
+package authz
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Role is what a caller is to this zfsd.
+type Role int
+
+const (
+	// Local is a process on this host, over zfsd's unix socket.
+	Local Role = iota + 1
+	// Controller is dotmesh-controller: certificate CN "controller".
+	Controller
+	// Node is a node plugin: certificate CN "node:<node name>".
+	Node
+)
+
+// The certificate names cmd/controller and cmd/node ask the cluster CA for.
+const (
+	controllerName = "controller"
+	nodePrefix     = "node:"
+)
+
+// Identity is who makes a call.
+type Identity struct {
+	Role Role
+	Node string // the node's name, for Node
+}
+
+func (id Identity) String() string {
+	switch id.Role {
+	case Local:
+		return "local"
+	case Controller:
+		return controllerName
+	case Node:
+		return nodePrefix + id.Node
+	}
+	return "unknown"
+}
+
+// FromContext is the identity of the peer that made the call in ctx.
+//
+// A peer on a unix socket is the local host and trusted with every call.
+// zfsd serves a unix socket (--zfsd-endpoint) only for a dotmesh-controller
+// on the same host; the socket carries no TLS, so there is no certificate
+// to ask, and the socket file's permissions are the boundary. Whoever can
+// open that file is already on this host with the plugin's folder open to
+// it, and could reach the pool's devices and zfs itself as easily.
+//
+// Over TCP the identity is the common name of the leaf of the chain TLS
+// verified against the cluster CA, never of a certificate only presented.
+// A peer without one is Unauthenticated; a verified certificate with a
+// name that is neither the controller's nor a node's is PermissionDenied.
+func FromContext(ctx context.Context) (Identity, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return Identity{}, status.Error(codes.Unauthenticated, "zfsd: the call has no peer")
+	}
+	if p.Addr.Network() == "unix" {
+		return Identity{Role: Local}, nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return Identity{}, status.Errorf(codes.Unauthenticated, "zfsd: peer %s presented no verified certificate", p.Addr)
+	}
+	return parseName(info.State.VerifiedChains[0][0].Subject.CommonName)
+}
+
+// parseName maps a certificate's common name to an identity.
+func parseName(cn string) (Identity, error) {
+	if cn == controllerName {
+		return Identity{Role: Controller}, nil
+	}
+	if node, ok := strings.CutPrefix(cn, nodePrefix); ok && node != "" {
+		return Identity{Role: Node, Node: node}, nil
+	}
+	return Identity{}, status.Errorf(codes.PermissionDenied, "zfsd: certificate %q names neither the controller nor a node", cn)
+}
