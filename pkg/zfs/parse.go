@@ -79,6 +79,11 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("no size in %q", s)
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		// No size is negative; "-5" is as wrong as "-5M" (found by
+		// FuzzParseBytes), and a caller comparing sizes must never see one.
+		if n < 0 {
+			return 0, fmt.Errorf("negative size %q", s)
+		}
 		return n, nil
 	}
 	mult := float64(1)
@@ -91,7 +96,10 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	v := f * mult
-	if v > math.MaxInt64 {
+	// float64(math.MaxInt64) is 2^63, one past the largest int64, and
+	// converting it wraps to a negative number: "8E" is exactly 2^63
+	// (found by FuzzParseBytes), so the bound is inclusive.
+	if v >= math.MaxInt64 {
 		return 0, fmt.Errorf("size %q overflows", s)
 	}
 	return int64(v), nil

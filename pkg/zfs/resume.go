@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -109,8 +110,12 @@ func parseResumeInfo(out string) (ResumeInfo, error) {
 		case "fromguid":
 			ri.FromGUID, err = num(v)
 		case "bytes":
+			// A count above MaxInt64 would wrap to a negative Bytes
+			// (found by FuzzParseResumeInfo); no stream is that long.
 			var b uint64
-			b, err = num(v)
+			if b, err = num(v); err == nil && b > math.MaxInt64 {
+				err = fmt.Errorf("byte count out of range")
+			}
 			ri.Bytes = int64(b)
 		}
 		if err != nil {
