@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"net"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -64,7 +65,9 @@ func FromContext(ctx context.Context) (Identity, error) {
 	if !ok || p.Addr == nil {
 		return Identity{}, status.Error(codes.Unauthenticated, "zfsd: the call has no peer")
 	}
-	if p.Addr.Network() == "unix" {
+	// By type, not by p.Addr.Network(): an unnamed unix peer's address
+	// may be a nil *net.UnixAddr.
+	if _, ok := p.Addr.(*net.UnixAddr); ok {
 		return Identity{Role: Local}, nil
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)

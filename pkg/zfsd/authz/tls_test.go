@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
@@ -325,4 +327,32 @@ func expired(t *testing.T, ca *pki.CA, name string) *pki.Identity {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// On the unix socket the caller is the local host: no certificate, and
+// every call served.
+func TestUnixSocketIsTheLocalHost(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "zfsd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zfsd := &fakeZfsd{dots: map[string]bool{"d": true}}
+	srv := grpc.NewServer(remote.ServerOptions(nil, authz.New(authz.Config{}))...)
+	api.RegisterZfsdServer(srv, zfsd)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := api.NewZfsdClient(conn).DeleteDot(ctxT(t), &api.DotRef{Id: "d"}); err != nil {
+		t.Fatalf("the local host deleting dot d: %v", err)
+	}
+	zfsd.mu.Lock()
+	defer zfsd.mu.Unlock()
+	if zfsd.dots["d"] {
+		t.Fatal("dot d is still there")
+	}
 }
