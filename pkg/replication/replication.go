@@ -12,6 +12,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/google/uuid"
 	"k8s.io/klog/v2"
 
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfs"
@@ -71,6 +72,26 @@ type Header struct {
 	Commit string // the commit the copy holds once the stream is in
 	Resume bool   // the rest of an interrupted stream
 	Master bool   // the copy becomes the master as it arrives (a handoff)
+}
+
+// Validate checks a header that came over the network before anything of
+// it names a dataset. The dot ID becomes <pool>/<dots root>/<id> in `zfs
+// recv -F`: anything but a dot ID (a UUID, as the controller makes them)
+// could name a child of another dot, or a dataset that is no dot at all.
+// Base and Commit are snapshot names, when set.
+func (h Header) Validate() error {
+	if u, err := uuid.Parse(h.DotID); err != nil || u.String() != h.DotID {
+		return fmt.Errorf("stream header: dot ID %q is not a dot ID (a lowercase UUID): %w", h.DotID, zfsd.ErrInvalid)
+	}
+	for _, s := range []struct{ what, name string }{{"base", h.Base}, {"commit", h.Commit}} {
+		if s.name == "" {
+			continue
+		}
+		if err := zfs.ValidateSnapshot("pool@" + s.name); err != nil {
+			return fmt.Errorf("stream header: %s %q is not a snapshot name: %w", s.what, s.name, zfsd.ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // Result says what a push did.

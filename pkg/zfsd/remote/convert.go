@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dotmesh-io/dotmesh-csi/pkg/replication"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
 )
@@ -77,4 +78,12 @@ func commitToAPI(c zfsd.Commit) *api.Commit {
 func commitFromAPI(c *api.Commit) zfsd.Commit {
 	return zfsd.Commit{ID: c.GetId(), DotID: c.GetDotId(), Name: c.GetName(), Size: c.GetSize(),
 		Created: fromUnixNano(c.GetCreatedUnixNano())}
+}
+
+func headerToAPI(h replication.Header) *api.ReceiveHeader {
+	return &api.ReceiveHeader{DotId: h.DotID, Base: h.Base, Commit: h.Commit, Resume: h.Resume, Master: h.Master}
+}
+
+func headerFromAPI(h *api.ReceiveHeader) replication.Header {
+	return replication.Header{DotID: h.GetDotId(), Base: h.GetBase(), Commit: h.GetCommit(), Resume: h.GetResume(), Master: h.GetMaster()}
 }

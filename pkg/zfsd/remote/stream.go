@@ -66,6 +66,9 @@ func (s *Server) Receive(stream api.Zfsd_ReceiveServer) error {
 	if h == nil || h.GetDotId() == "" {
 		return status.Error(codes.InvalidArgument, "receive: the first message must carry a header with the dot ID")
 	}
+	if err := headerFromAPI(h).Validate(); err != nil {
+		return status.Error(codes.InvalidArgument, "receive: "+err.Error())
+	}
 	unlock, err := s.lockDot(pool, h.GetDotId())
 	if err != nil {
 		return err
@@ -186,7 +189,7 @@ func (p peer) Receive(ctx context.Context, h replication.Header, send func(io.Wr
 	if err != nil {
 		return 0, status.Errorf(codes.Unavailable, "opening a stream to %s: %v", p.addr, err)
 	}
-	header := &api.ReceiveHeader{DotId: h.DotID, Base: h.Base, Commit: h.Commit, Resume: h.Resume, Master: h.Master}
+	header := headerToAPI(h)
 	if err := stream.Send(&api.ReceiveChunk{Header: header}); err != nil {
 		return 0, status.Errorf(codes.Unavailable, "stream to %s: %v", p.addr, err)
 	}
