@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -46,7 +47,18 @@ func (t *Timestamp) UnmarshalJSON(b []byte) error {
 		t.Time = time.Time{}
 		return nil
 	}
-	return json.Unmarshal(b, &t.Time)
+	var v time.Time
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	// MarshalJSON writes UTC, and an offset can carry a time at the edge
+	// of year 0 or 9999 into a year RFC 3339 cannot hold: such a record
+	// would read and then never write back (found by FuzzTimestamp).
+	if y := v.UTC().Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("time %s is outside years 0 to 9999 in UTC", b)
+	}
+	t.Time = v
+	return nil
 }
 
 // DeepCopyInto copies t into out: a time.Time is a value.

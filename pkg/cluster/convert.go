@@ -90,7 +90,10 @@ func dotFrom(u *unstructured.Unstructured) (Dot, error) {
 	d := Dot{ID: o.Name, Name: o.Spec.Name, Capacity: o.Spec.Capacity, Master: s.Master, NewestCommit: s.NewestCommit,
 		Seq: s.Seq, LastCommitAt: v1alpha1.TimeOf(s.LastCommitAt), Moving: s.Moving,
 		MovingSince: v1alpha1.TimeOf(s.MovingSince), Deleted: s.Deleted, Version: o.ResourceVersion}
-	if ci := o.Spec.CommitInterval; ci != nil {
+	// An interval that is not positive is none, as dotObject writes it; a
+	// negative one in an edited object would otherwise be kept here and
+	// vanish on the next write (found by FuzzDotFrom).
+	if ci := o.Spec.CommitInterval; ci != nil && ci.Duration > 0 {
 		d.CommitInterval = ci.Duration
 	}
 	for _, r := range s.Replicas {
