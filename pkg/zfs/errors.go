@@ -153,7 +153,10 @@ func newError(op, target, stderr string, runErr error) *Error {
 	lines := strings.Split(msg, "\n")
 	kept := lines[:0]
 	for _, l := range lines {
-		if !strings.HasPrefix(l, "Defaulting to 4K blocksize") {
+		// Trimmed: the first line kept is trimmed with the rest of the
+		// message, so an indented noise line would otherwise come back
+		// as the message's first words (found by FuzzClassify).
+		if !strings.HasPrefix(strings.TrimSpace(l), "Defaulting to 4K blocksize") {
 			kept = append(kept, l)
 		}
 	}

@@ -169,7 +169,7 @@ func FuzzClassify(f *testing.F) {
 			t.Fatalf("message %q is not trimmed", e.Msg)
 		}
 		for _, l := range strings.Split(e.Msg, "\n") {
-			if strings.HasPrefix(l, "Defaulting to 4K blocksize") {
+			if strings.HasPrefix(strings.TrimSpace(l), "Defaulting to 4K blocksize") {
 				t.Fatalf("noise kept in %q", e.Msg)
 			}
 		}
