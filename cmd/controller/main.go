@@ -4,9 +4,10 @@
 //
 // In a cluster (--kubeconfig, or in a pod) it places dots on the nodes'
 // pools through the cluster view and keeps replicas caught up; it creates
-// the cluster CA Secret on first start; and it runs the PV-per-node
-// operator, which keeps backing PVCs and pool pods when its ConfigMap asks
-// for that mode. With --zfsd-endpoint it drives the one zfsd on that unix
+// the cluster CA Secret on first start, is the only process that reads
+// it, and signs the node plugins' zfsd certificates; and it runs the
+// PV-per-node operator, which keeps backing PVCs and pool pods when its
+// ConfigMap asks for that mode. With --zfsd-endpoint it drives the one zfsd on that unix
 // socket instead.
 package main
 
@@ -31,6 +32,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/pkg/metrics"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/operator"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/signer"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/remote"
 )
 
@@ -87,7 +89,7 @@ func openStore(ctx context.Context, o Options, m *metrics.Metrics) (store driver
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the Kubernetes client configuration (--kubeconfig=%q): %w", o.Kubeconfig, err)
 	}
-	ms, view, peers, err := joinCluster(ctx, cfg, o.Namespace, o.CASecret, o.Unreachable)
+	ms, view, peers, err := joinCluster(ctx, cfg, o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining the cluster: %w", err)
 	}
@@ -100,7 +102,10 @@ func openStore(ctx context.Context, o Options, m *metrics.Metrics) (store driver
 	return ms, func() { waitOperator(); peers.Close() }, nil
 }
 
-func joinCluster(ctx context.Context, cfg *rest.Config, namespace, caSecret string, unreachable time.Duration) (*mesh.Store, cluster.View, *remote.Dialer, error) {
+// joinCluster reads (or makes) the cluster CA, keeps the controller's own
+// short-lived certificate renewed from it, signs the nodes' certificates,
+// and returns the mesh over the Kubernetes view.
+func joinCluster(ctx context.Context, cfg *rest.Config, o Options) (*mesh.Store, cluster.View, *remote.Dialer, error) {
 	if err := cluster.EnsureCRDs(ctx, cfg); err != nil {
 		return nil, nil, nil, err
 	}
@@ -112,12 +117,24 @@ func joinCluster(ctx context.Context, cfg *rest.Config, namespace, caSecret stri
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	id, err := pki.ClusterIdentity(ctx, cs, namespace, caSecret, "controller")
+	ca, err := pki.EnsureCASecret(ctx, cs, o.Namespace, o.CASecret)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	peers := remote.NewDialer(id)
-	return mesh.New(mesh.Config{View: view, Peers: peers, Unreachable: unreachable}), view, peers, nil
+	// The controller holds the CA, so it issues its own certificate; the
+	// first before anything dials, the next ones as each ages.
+	issue := func(context.Context) (*pki.Identity, error) { return ca.IssueShort(pki.ControllerName, o.CertValidity) }
+	id, err := issue(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("issuing the controller's zfsd certificate: %w", err)
+	}
+	holder := &pki.Holder{}
+	holder.Set(id)
+	go pki.Keep(ctx, holder, pki.ControllerName, issue)
+	go signer.New(signer.Config{Client: cs, CA: ca, Namespace: o.Namespace, ServiceAccount: o.NodeSA,
+		DaemonSet: o.NodeDaemonSet, Validity: o.CertValidity}).Run(ctx, time.Minute)
+	peers := remote.NewDialer(holder)
+	return mesh.New(mesh.Config{View: view, Peers: peers, Unreachable: o.Unreachable}), view, peers, nil
 }
 
 // startOperator runs the PV-per-node operator until ctx ends, and returns a

@@ -26,6 +26,9 @@ type Options struct {
 	ConfigMap         string
 	PoolImage         string
 	OperatorResync    time.Duration
+	CertValidity      time.Duration
+	NodeSA            string
+	NodeDaemonSet     string
 }
 
 // Clustered is cluster mode, the default: without --zfsd-endpoint the
@@ -47,6 +50,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ConfigMap, "config-map", operator.DefaultConfigMap, "ConfigMap (in --namespace) that configures the PV-per-node operator")
 	fs.StringVar(&o.PoolImage, "pool-image", "", "image of the operator's pool pods (it needs /dotmesh-node); default this controller's own image, read from its pod (POD_NAME), else "+operator.DefaultPoolImage)
 	fs.DurationVar(&o.OperatorResync, "operator-resync", operator.DefaultResync, "how often the operator reconciles backing PVCs and pool pods")
+	fs.DurationVar(&o.CertValidity, "cert-validity", 6*time.Hour, "how long a zfsd certificate (the controller's own, and each node's it signs) lasts; each is renewed at two thirds of its life")
+	fs.StringVar(&o.NodeSA, "node-service-account", "dotmesh-node", "the node plugin's ServiceAccount (in --namespace): only its pods get zfsd certificates")
+	fs.StringVar(&o.NodeDaemonSet, "node-daemonset", "dotmesh-node", "the node plugin's DaemonSet (in --namespace): only pods it controls get zfsd certificates")
 }
 
 // Validate checks the flags for the selected mode; each error names its
@@ -74,7 +80,8 @@ func (o *Options) Validate() error {
 		}
 		return errors.Join(errs...)
 	}
-	for _, f := range []struct{ flag, value string }{{"namespace", o.Namespace}, {"ca-secret", o.CASecret}, {"config-map", o.ConfigMap}} {
+	for _, f := range []struct{ flag, value string }{{"namespace", o.Namespace}, {"ca-secret", o.CASecret}, {"config-map", o.ConfigMap},
+		{"node-service-account", o.NodeSA}, {"node-daemonset", o.NodeDaemonSet}} {
 		if f.value == "" {
 			bad(f.flag, f.value, "is required in cluster mode (without --zfsd-endpoint)")
 		}
@@ -82,7 +89,7 @@ func (o *Options) Validate() error {
 	for _, f := range []struct {
 		flag  string
 		value time.Duration
-	}{{"unreachable-after", o.Unreachable}, {"replication-resync", o.ReplicationResync}, {"operator-resync", o.OperatorResync}} {
+	}{{"unreachable-after", o.Unreachable}, {"replication-resync", o.ReplicationResync}, {"operator-resync", o.OperatorResync}, {"cert-validity", o.CertValidity}} {
 		if f.value <= 0 {
 			bad(f.flag, f.value, "must be above zero")
 		}

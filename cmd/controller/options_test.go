@@ -25,6 +25,9 @@ func TestOptionsValidate(t *testing.T) {
 		{[]string{"--unreachable-after=0s"}, "--unreachable-after="},
 		{[]string{"--replication-resync=-1s"}, "--replication-resync="},
 		{[]string{"--operator-resync=0s"}, "--operator-resync="},
+		{[]string{"--cert-validity=0s"}, "--cert-validity="},
+		{[]string{"--node-service-account="}, "--node-service-account="},
+		{[]string{"--node-daemonset="}, "--node-daemonset="},
 	} {
 		var o Options
 		fs := flag.NewFlagSet("dotmesh-controller", flag.ContinueOnError)

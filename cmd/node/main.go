@@ -33,6 +33,7 @@ import (
 	"github.com/dotmesh-io/dotmesh-csi/internal/cmdmain"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/driver"
+	"github.com/dotmesh-io/dotmesh-csi/pkg/enroll"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/mesh"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/metrics"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
@@ -177,7 +178,7 @@ type joined struct {
 	peers  *remote.Dialer
 }
 
-// joinCluster joins the cluster: an identity from the cluster CA, zfsd's
+// joinCluster joins the cluster: an identity signed by the cluster CA, zfsd's
 // API on TCP with mutual TLS, and the mesh over the Kubernetes view.
 func joinCluster(ctx context.Context, o Options, pools *zfsd.Set) (joined, error) {
 	cfg, err := cluster.RestConfig(o.Kubeconfig)
@@ -197,12 +198,7 @@ func joinCluster(ctx context.Context, o Options, pools *zfsd.Set) (joined, error
 		return joined{}, err
 	}
 	host, _, _ := net.SplitHostPort(advertise)
-	var id *pki.Identity
-	if o.TLSCA != "" {
-		id, err = pki.LoadFiles(o.TLSCA, o.TLSCert, o.TLSKey)
-	} else {
-		id, err = pki.ClusterIdentity(ctx, cs, o.Namespace, o.CASecret, "node:"+o.NodeID, host)
-	}
+	id, err := zfsdIdentity(ctx, o, cs, host)
 	if err != nil {
 		return joined{}, fmt.Errorf("zfsd identity: %w", err)
 	}
@@ -213,6 +209,24 @@ func joinCluster(ctx context.Context, o Options, pools *zfsd.Set) (joined, error
 		Unreachable: o.Unreachable, FailoverGrace: o.FailoverGrace})
 	klog.InfoS("cluster mode", "zfsd", advertise, "failoverGrace", o.FailoverGrace)
 	return joined{store: ms, server: zs, client: cs, peers: peers}, nil
+}
+
+// zfsdIdentity is the certificate zfsd serves and dials with: the files
+// given, or one the controller signs through a CertificateSigningRequest
+// and renews as it ages. Asking does not hold up the start: the CSI
+// services run meanwhile, and zfsd refuses handshakes until the first
+// certificate comes.
+func zfsdIdentity(ctx context.Context, o Options, cs kubernetes.Interface, host string) (pki.Source, error) {
+	if o.TLSCA != "" {
+		return pki.LoadFiles(o.TLSCA, o.TLSCert, o.TLSKey)
+	}
+	holder := &pki.Holder{}
+	go pki.Keep(ctx, holder, pki.NodeName(o.NodeID), func(ctx context.Context) (*pki.Identity, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		return enroll.Request(ctx, enroll.Config{Client: cs, Node: o.NodeID, Hosts: []string{host}})
+	})
+	return holder, nil
 }
 
 // advertiseAddress is what peers dial: the flag, or the listen address

@@ -41,7 +41,6 @@ type Options struct {
 
 	Kubeconfig    string
 	Namespace     string
-	CASecret      string
 	TLSCA         string
 	TLSCert       string
 	TLSKey        string
@@ -111,9 +110,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ZfsdListen, "zfsd-listen", ":7455", "cluster mode: zfsd's API on TCP, with mutual TLS")
 	fs.StringVar(&o.ZfsdAdvertise, "zfsd-advertise", "", "cluster mode: the address peers dial (host:port); default the listen address with this node's IP")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "cluster mode: kubeconfig file; empty uses the in-cluster config")
-	fs.StringVar(&o.Namespace, "namespace", "dotmesh-system", "cluster mode: namespace of the CA Secret and of Events")
-	fs.StringVar(&o.CASecret, "ca-secret", "dotmesh-ca", "cluster mode: Secret holding the cluster CA")
-	fs.StringVar(&o.TLSCA, "tls-ca-file", "", "cluster mode: CA certificate file, instead of the CA Secret")
+	fs.StringVar(&o.Namespace, "namespace", "dotmesh-system", "cluster mode: namespace of Events and of the pool pods (--pool-pods)")
+	fs.StringVar(&o.TLSCA, "tls-ca-file", "", "cluster mode: CA certificate file; with --tls-cert-file and --tls-key-file instead of a certificate the controller signs")
 	fs.StringVar(&o.TLSCert, "tls-cert-file", "", "cluster mode: this node's certificate file")
 	fs.StringVar(&o.TLSKey, "tls-key-file", "", "cluster mode: this node's key file")
 	fs.DurationVar(&o.Heartbeat, "heartbeat", 2*time.Second, "cluster mode: how often this node refreshes its pool in the cluster view")
@@ -216,10 +214,8 @@ func (o *Options) validateCluster(bad func(string, any, string)) {
 	}
 	if o.TLSCA != "" || o.TLSCert != "" || o.TLSKey != "" {
 		if o.TLSCA == "" || o.TLSCert == "" || o.TLSKey == "" {
-			bad("tls-ca-file", o.TLSCA, "--tls-ca-file, --tls-cert-file and --tls-key-file go together: set all three, or none to use the CA Secret")
+			bad("tls-ca-file", o.TLSCA, "--tls-ca-file, --tls-cert-file and --tls-key-file go together: set all three, or none to have the controller sign one")
 		}
-	} else if o.CASecret == "" {
-		bad("ca-secret", o.CASecret, "is required without --tls-ca-file")
 	}
 	if o.Namespace == "" {
 		bad("namespace", o.Namespace, "is required in cluster mode")

@@ -59,7 +59,8 @@ type Harness struct {
 	ca         *pki.CA
 	t          testing.TB
 	opts       Options
-	loopDisks  string // the loop disks' shared folder, once StartLoopDisks ran
+	loopDisks  string      // the loop disks' shared folder, once StartLoopDisks ran
+	controller *procs.Proc // the last StartController's
 }
 
 // Options size a harness.
@@ -231,6 +232,7 @@ func (h *Harness) startControlPlane() {
 	if err := cluster.EnsureCRDs(h.ctx(), cfg); err != nil {
 		t.Fatal(err)
 	}
+	h.applyRBAC()
 }
 
 func tail(b []byte, n int) string {
@@ -330,6 +332,14 @@ func (h *Harness) StartController(args ...string) (*procs.Proc, string) {
 	p := procs.Start(h.t, filepath.Join(h.Dir, "controller.log"), "nsenter", append([]string{"--net=" + h.CPNetns, h.Bin["controller"],
 		"--kubeconfig=" + h.Kubeconfig, "--endpoint=unix://" + sock, "--namespace=" + Namespace, "--v=2"}, args...)...)
 	p.WaitForSocket(h.t, sock, time.Minute)
+	h.controller = p
+	// The nodes' zfsd certificates come from the controller's signer: wait
+	// for them, so a test's first call does not race the signing.
+	for _, n := range h.Nodes {
+		if n.zfsdTLS && !n.dead && n.Plugin != nil && n.Plugin.Running() {
+			n.WaitZfsdCertificate(time.Minute)
+		}
+	}
 	return p, sock
 }
 

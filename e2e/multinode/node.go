@@ -36,6 +36,9 @@ type Node struct {
 	containerdSock      string
 	cgroupRoot          string
 	madeDirs            []string // mount points made on the machine, removed at teardown
+
+	pluginToken string // the node plugin's ServiceAccount token (PluginConfig)
+	zfsdTLS     bool   // the plugin serves zfsd on TCP (cluster mode)
 }
 
 func (h *Harness) addNode(i int, diskSize int64) *Node {
@@ -206,9 +209,18 @@ func (n *Node) Start(name string, args ...string) *procs.Proc {
 }
 
 // StartPlugin runs the node plugin in cluster mode and waits for its socket.
+// It authenticates as the node plugin's ServiceAccount (PluginConfig), so
+// it has deploy/'s rights and gets its zfsd certificate from the
+// controller's signer.
 func (n *Node) StartPlugin(args ...string) *procs.Proc {
-	return n.startPlugin("1536Mi", append([]string{"--kubeconfig=" + n.h.Kubeconfig, "--namespace=" + Namespace,
+	kubeconfig, _ := n.PluginConfig()
+	p := n.startPlugin("1536Mi", append([]string{"--kubeconfig=" + kubeconfig, "--namespace=" + Namespace,
 		"--zfsd-listen=" + n.IP + ":7455"}, args...)...)
+	n.zfsdTLS = true
+	if n.h.controller != nil && n.h.controller.Running() {
+		n.WaitZfsdCertificate(time.Minute)
+	}
+	return p
 }
 
 // StartStandalone runs the node plugin with --standalone (CSI Identity,

@@ -76,6 +76,17 @@ func (p *Proc) Stop(limit time.Duration) error {
 	}
 }
 
+// Running is whether the process has not exited yet.
+func (p *Proc) Running() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
 // WaitForSocket waits until path exists or the process exits.
 func (p *Proc) WaitForSocket(t testing.TB, path string, limit time.Duration) {
 	t.Helper()

@@ -12,7 +12,9 @@ import (
 )
 
 // EnsureCASecret returns the cluster CA kept in a Secret, creating it on
-// first use. Two starters racing both end with the one that was stored.
+// first use. Only the controller calls it: its key signs every zfsd
+// certificate, so no other ServiceAccount may read the Secret. Two
+// controllers racing both end with the one that was stored.
 func EnsureCASecret(ctx context.Context, cs kubernetes.Interface, namespace, name string) (*CA, error) {
 	s, err := cs.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -36,18 +38,4 @@ func EnsureCASecret(ctx context.Context, cs kubernetes.Interface, namespace, nam
 		return nil, fmt.Errorf("reading CA secret %s/%s: %w", namespace, name, err)
 	}
 	return ParseCA(s.Data["ca.crt"], s.Data["ca.key"])
-}
-
-// ClusterIdentity mints this process a leaf certificate from the cluster CA
-// kept in a Secret (made on first use), valid for hosts.
-func ClusterIdentity(ctx context.Context, cs kubernetes.Interface, namespace, secret, name string, hosts ...string) (*Identity, error) {
-	ca, err := EnsureCASecret(ctx, cs, namespace, secret)
-	if err != nil {
-		return nil, err
-	}
-	cert, key, err := ca.Issue(name, hosts...)
-	if err != nil {
-		return nil, err
-	}
-	return NewIdentity(ca.CertPEM, cert, key)
 }

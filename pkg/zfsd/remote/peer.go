@@ -18,13 +18,15 @@ import (
 // Dialer connects to zfsd APIs: over TCP with mutual TLS when it has an
 // identity, and keeps one connection per address.
 type Dialer struct {
-	id    *pki.Identity // nil only for unix sockets
+	id    pki.Source // nil only for unix sockets
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-// NewDialer returns a Dialer presenting id (nil: plaintext, unix sockets only).
-func NewDialer(id *pki.Identity) *Dialer {
+// NewDialer returns a Dialer presenting id (nil: plaintext, unix sockets
+// only). A renewed identity (pki.Holder) is presented from the next
+// connection on; connections already made keep theirs.
+func NewDialer(id pki.Source) *Dialer {
 	return &Dialer{id: id, conns: map[string]*grpc.ClientConn{}}
 }
 
@@ -74,7 +76,7 @@ type Authorizer interface {
 // chunks. With TLS and no auth every call is refused: a zfsd on the
 // network never serves a caller it has not judged. Without either (a unix
 // socket in tests) every call is served.
-func ServerOptions(id *pki.Identity, auth Authorizer) []grpc.ServerOption {
+func ServerOptions(id pki.Source, auth Authorizer) []grpc.ServerOption {
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20), grpc.MaxSendMsgSize(16 << 20),
 		grpc.ConnectionTimeout(10 * time.Second)}
 	if id != nil {
