@@ -29,8 +29,11 @@ func FuzzHeader(f *testing.F) {
 		if strings.ContainsAny(dotID, "/@") || zfs.ValidateDataset(root+"/"+dotID) != nil {
 			t.Fatalf("accepted dot ID %q", dotID)
 		}
+		// Snapshot names are only logged; what passes is one name of the
+		// characters ZFS takes, whatever the length of the pool's root.
 		for _, s := range []string{base, commit} {
-			if s != "" && (strings.ContainsAny(s, "/@") || zfs.ValidateSnapshot(root+"/"+dotID+"@"+s) != nil) {
+			if s != "" && (strings.HasPrefix(s, "-") || s == "." || s == ".." ||
+				strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "") {
 				t.Fatalf("accepted snapshot name %q", s)
 			}
 		}
