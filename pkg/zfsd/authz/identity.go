@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/dotmesh-io/dotmesh-csi/pkg/pki"
 )
 
 // Role is what a caller is to this zfsd.
@@ -17,16 +19,10 @@ type Role int
 const (
 	// Local is a process on this host, over zfsd's unix socket.
 	Local Role = iota + 1
-	// Controller is dotmesh-controller: certificate CN "controller".
+	// Controller is dotmesh-controller: certificate CN pki.ControllerName.
 	Controller
-	// Node is a node plugin: certificate CN "node:<node name>".
+	// Node is a node plugin: certificate CN pki.NodeName(node).
 	Node
-)
-
-// The certificate names cmd/controller and cmd/node ask the cluster CA for.
-const (
-	controllerName = "controller"
-	nodePrefix     = "node:"
 )
 
 // Identity is who makes a call.
@@ -40,9 +36,9 @@ func (id Identity) String() string {
 	case Local:
 		return "local"
 	case Controller:
-		return controllerName
+		return pki.ControllerName
 	case Node:
-		return nodePrefix + id.Node
+		return pki.NodeName(id.Node)
 	}
 	return "unknown"
 }
@@ -77,12 +73,13 @@ func FromContext(ctx context.Context) (Identity, error) {
 	return parseName(info.State.VerifiedChains[0][0].Subject.CommonName)
 }
 
-// parseName maps a certificate's common name to an identity.
+// parseName maps a certificate's common name (pki.ControllerName or
+// pki.NodeName) to an identity.
 func parseName(cn string) (Identity, error) {
-	if cn == controllerName {
+	if cn == pki.ControllerName {
 		return Identity{Role: Controller}, nil
 	}
-	if node, ok := strings.CutPrefix(cn, nodePrefix); ok && node != "" {
+	if node, ok := strings.CutPrefix(cn, pki.NodeName("")); ok && node != "" {
 		return Identity{Role: Node, Node: node}, nil
 	}
 	return Identity{}, status.Errorf(codes.PermissionDenied, "zfsd: certificate %q names neither the controller nor a node", cn)
