@@ -303,6 +303,12 @@ func (h *Harness) writeKubeconfig(path string, files map[string]string) {
 // writeKubeconfigFor writes a kubeconfig for the API server's address on
 // the harness bridge, authenticating with a client certificate.
 func (h *Harness) writeKubeconfigFor(path, user string, caPEM, certPEM, keyPEM []byte) {
+	h.writeKubeconfigWith(path, user, caPEM, fmt.Sprintf("client-certificate-data: %s\n    client-key-data: %s", b64(string(certPEM)), b64(string(keyPEM))))
+}
+
+// writeKubeconfigWith writes a kubeconfig for the API server's address on the
+// harness bridge; credentials are the user's fields, already indented.
+func (h *Harness) writeKubeconfigWith(path, user string, caPEM []byte, credentials string) {
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -313,13 +319,13 @@ clusters:
 users:
 - name: %s
   user:
-    client-certificate-data: %s
-    client-key-data: %s
+    %s
 contexts:
 - name: e2e
   context: {cluster: e2e, user: %s}
 current-context: e2e
-`, h.Subnet, b64(string(caPEM)), user, b64(string(certPEM)), b64(string(keyPEM)), user)
+`, h.Subnet, b64(string(caPEM)), user, credentials, user)
+	// It holds a key or a token: for root's eyes only.
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}

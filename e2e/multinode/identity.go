@@ -108,23 +108,7 @@ func (h *Harness) podToken(ctx context.Context, sa string, pod *corev1.Pod) stri
 // writeTokenKubeconfig writes a kubeconfig for the API server's address on
 // the harness bridge, authenticating with a bearer token.
 func (h *Harness) writeTokenKubeconfig(path, user, token string) {
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://%s.1:443
-    certificate-authority-data: %s
-users:
-- name: %s
-  user:
-    token: %s
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: %s}
-current-context: e2e
-`, h.Subnet, b64(string(h.ca.CertPEM)), user, token, user)
-	writeFile(h.t, path, cfg)
+	h.writeKubeconfigWith(path, user, h.ca.CertPEM, "token: "+token)
 }
 
 // ClusterCA is the zfsd CA the controller keeps in its Secret, read as

@@ -204,26 +204,23 @@ func roleName(r Role) string {
 // dot reads a dot's record: a dot the view does not hold is a denial, a
 // view that does not answer Unavailable.
 func (g *Guard) dot(ctx context.Context, id string) (cluster.Dot, error) {
-	rec, err := g.cfg.View.GetDot(ctx, id)
-	if errors.Is(err, cluster.ErrNotFound) {
-		return rec, deny("dot %s is not in the cluster view", id)
-	}
-	if err != nil {
-		return rec, status.Errorf(codes.Unavailable, "zfsd: reading dot %s from the cluster view to authorize the call: %v", id, err)
-	}
-	return rec, nil
+	return fromView(ctx, "dot", id, g.cfg.View.GetDot)
 }
 
 // pool reads a pool's record, as dot does a dot's.
 func (g *Guard) pool(ctx context.Context, name string) (cluster.Pool, error) {
-	p, err := g.cfg.View.GetPool(ctx, name)
+	return fromView(ctx, "pool", name, g.cfg.View.GetPool)
+}
+
+func fromView[T any](ctx context.Context, kind, name string, get func(context.Context, string) (T, error)) (T, error) {
+	rec, err := get(ctx, name)
 	if errors.Is(err, cluster.ErrNotFound) {
-		return p, deny("pool %s is not in the cluster view", name)
+		return rec, deny("%s %s is not in the cluster view", kind, name)
 	}
 	if err != nil {
-		return p, status.Errorf(codes.Unavailable, "zfsd: reading pool %s from the cluster view to authorize the call: %v", name, err)
+		return rec, status.Errorf(codes.Unavailable, "zfsd: reading %s %s from the cluster view to authorize the call: %v", kind, name, err)
 	}
-	return p, nil
+	return rec, nil
 }
 
 // servingPool is the pool a call is for, as remote.Server routes it: the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dotmesh-io/dotmesh-csi/pkg/cluster"
 	"github.com/dotmesh-io/dotmesh-csi/pkg/zfsd/api"
 )
 
@@ -84,17 +85,10 @@ func (g *Guard) holdsMaster(ctx context.Context, c call) error {
 	if err != nil {
 		return err
 	}
-	if rec.Master == "" {
-		return deny("dot %s has no master in the cluster view", c.dot)
-	}
-	p, err := g.pool(ctx, rec.Master)
-	if err != nil {
-		return err
-	}
-	if p.Node != c.id.Node {
-		return deny("the master of dot %s is pool %s, held by node %q", c.dot, rec.Master, p.Node)
-	}
-	return nil
+	_, err = g.callersPool(ctx, c, rec.Master,
+		fmt.Sprintf("dot %s has no master in the cluster view", c.dot),
+		fmt.Sprintf("the master of dot %s is", c.dot))
+	return err
 }
 
 // holdsMoveClaim: a handoff is asked for by the node that claimed the
@@ -110,15 +104,11 @@ func (g *Guard) holdsMoveClaim(ctx context.Context, c call) error {
 	if err != nil {
 		return err
 	}
-	if rec.Moving == "" {
-		return deny("no node has claimed a move of dot %s", c.dot)
-	}
-	p, err := g.pool(ctx, rec.Moving)
+	p, err := g.callersPool(ctx, c, rec.Moving,
+		fmt.Sprintf("no node has claimed a move of dot %s", c.dot),
+		fmt.Sprintf("the move of dot %s is claimed for", c.dot))
 	if err != nil {
 		return err
-	}
-	if p.Node != c.id.Node {
-		return deny("the move of dot %s is claimed for pool %s, held by node %q", c.dot, rec.Moving, p.Node)
 	}
 	if req.GetTargetPool() != rec.Moving || req.GetTargetAddress() != p.Address {
 		return deny("the move of dot %s is claimed for pool %s at %s, not pool %q at %s", c.dot, rec.Moving, p.Address, req.GetTargetPool(), req.GetTargetAddress())
@@ -127,6 +117,23 @@ func (g *Guard) holdsMoveClaim(ctx context.Context, c call) error {
 		return deny("dot %s's master is pool %s; this call is for pool %q", c.dot, rec.Master, serving)
 	}
 	return nil
+}
+
+// callersPool reads the pool a dot's record names, and denies unless the
+// view puts it on the caller's node: with none when the record names no
+// pool, and otherwise with what says whose pool it is.
+func (g *Guard) callersPool(ctx context.Context, c call, pool, none, what string) (cluster.Pool, error) {
+	if pool == "" {
+		return cluster.Pool{}, deny("%s", none)
+	}
+	p, err := g.pool(ctx, pool)
+	if err != nil {
+		return p, err
+	}
+	if p.Node != c.id.Node {
+		return p, deny("%s pool %s, held by node %q", what, pool, p.Node)
+	}
+	return p, nil
 }
 
 // dotOf is the dot a request names, "" for none.
