@@ -68,14 +68,21 @@ func (p *Pool) collectLocked(ctx context.Context, dotID string) error {
 			dotID = p.parentOf(d)
 			continue
 		}
+		// Each doomed commit is tried on its own: one that cannot go now
+		// (ZFS says busy while a send holds it; zfs-fuse keeps that hold
+		// for good once the zfs send it served was killed) must not keep
+		// the others, which would otherwise wait for the next deletion.
+		// What failed is tried again by the next collection.
+		var errs []error
 		for _, id := range doomed {
 			if err := p.gone(ctx, p.z.Destroy(ctx, p.snapshotName(id), false)); err != nil {
-				return fmt.Errorf("destroying commit %s on pool %s: %w", id, p.cfg.Name, err)
+				errs = append(errs, fmt.Errorf("destroying commit %s on pool %s: %w", id, p.cfg.Name, err))
+				continue
 			}
 			p.forgetCommit(id)
 			klog.V(2).InfoS("commit destroyed", "pool", p.cfg.Name, "commit", id)
 		}
-		return nil
+		return errors.Join(errs...)
 	}
 	return nil
 }
