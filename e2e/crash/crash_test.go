@@ -133,9 +133,6 @@ func TestCrashInjection(t *testing.T) {
 			}
 		}
 	}
-	if t.Failed() {
-		r.keepLog()
-	}
 	kinds := make([]string, 0, len(s.byKind))
 	for k, n := range s.byKind {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))

@@ -248,6 +248,9 @@ func groupMembers(pgid int) []int {
 // cleanup stops the driver, unmounts what is left under the test's folder
 // (deepest first) and destroys the pool if it is still imported.
 func (r *rig) cleanup() {
+	if r.t.Failed() {
+		r.keepLog()
+	}
 	if err := r.stop(30 * time.Second); err != nil {
 		r.t.Logf("cleanup: %v (log %s)", err, r.logPath)
 	}
