@@ -21,7 +21,7 @@ KUBE_BINS := etcd kube-apiserver kube-controller-manager kube-scheduler kubelet 
 	csi-provisioner csi-snapshotter snapshot-controller csi-resizer csi-attacher
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build image e2e-images test test-unit test-zfs test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate verify-generate clean
+.PHONY: all build image e2e-images test test-unit test-trust test-zfs test-sanity test-upstream-sanity test-multinode test-openzfs e2e-k8s kube-bins demo bench lint tools generate verify-generate clean
 
 all: build
 
@@ -132,10 +132,27 @@ test-openzfs:
 
 # The multi-node scenarios: each node its own mount and network namespace,
 # zfs-fuse daemon and loop-mounted disk, beside a real etcd and API server.
+# The trust tests on the same harness run in test-trust.
 test-multinode: build kube-bins
-	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 40m -v ./e2e/multinode/ 2>&1 | tee $(CACHE)/multinode.log | \
+	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 40m -v -skip '$(TRUST_TESTS)' ./e2e/multinode/ 2>&1 | tee $(CACHE)/multinode.log | \
 		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|scenarios_test.go:[0-9]+: (migration|first refusal|event)'; rc=$$?; \
 	echo "full log: $(CACHE)/multinode.log"; exit $$rc
+
+# Trust and robustness: zfsd's authorization matrix (in process, then over
+# real pools and mutual TLS), node certificates through the CSR API and the
+# RBAC of deploy/'s roles on a real API server, the standalone driver killed
+# at random moments (e2e/crash), and every parser of outside input fuzzed
+# for FUZZTIME each (hack/fuzz.sh).
+TRUST_TESTS := TestTrust|TestRBAC
+test-trust: build kube-bins
+	@mkdir -p $(CACHE)
+	$(GO) test -count=1 ./pkg/zfsd/authz/
+	$(GO) test -tags zfs -count=1 -run 'TestANodeCannot' ./pkg/mesh/
+	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 20m -v -run '$(TRUST_TESTS)' ./e2e/multinode/ 2>&1 | tee $(CACHE)/trust.log | \
+		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)'; rc=$$?; echo "full log: $(CACHE)/trust.log"; exit $$rc
+	@set -o pipefail; $(GO) test -tags zfs -count=1 -timeout 20m -v -run TestCrashInjection ./e2e/crash/ 2>&1 | tee $(CACHE)/crash.log | \
+		grep -E '^(=== RUN|--- |ok |FAIL|PASS$$)|^crash injection'; rc=$$?; echo "full log: $(CACHE)/crash.log"; exit $$rc
+	@FUZZTIME=$${FUZZTIME:-5s} hack/fuzz.sh
 
 test-sanity:
 	@mkdir -p $(CACHE)

@@ -14,6 +14,7 @@ tiers=(
 	"sanity:test-sanity"
 	"upstream-sanity:test-upstream-sanity"
 	"multinode:test-multinode"
+	"trust:test-trust"
 	"e2e-k8s:e2e-k8s"
 	"openzfs:test-openzfs"
 )
