@@ -37,6 +37,16 @@ const ns = Namespace
 // What each ServiceAccount's code needs, and what it must never have.
 // The operator runs inside the controller, under its ServiceAccount.
 var rbacTable = map[string]struct{ allowed, forbidden []access }{
+	// Every other ServiceAccount, here the namespace's default one, whose
+	// groups every ServiceAccount shares: nothing of the CA.
+	"default": {
+		forbidden: []access{
+			{"get", "", "secrets", "", "dotmesh-ca", ns},
+			{"list", "", "secrets", "", "", ns},
+			{"watch", "", "secrets", "", "", ns},
+			{"create", "", "secrets", "", "", ns},
+		},
+	},
 	"dotmesh-node": {
 		allowed: []access{
 			{"create", "certificates.k8s.io", "certificatesigningrequests", "", "", ""},
